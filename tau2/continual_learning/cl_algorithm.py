@@ -87,7 +87,9 @@ def register_cl_algorithm(name: str) -> Callable[[T], T]:
             raise TypeError(f"{cls!r} is not a CLAlgorithm subclass")
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(f"CL algorithm name {name!r} is already registered by {existing.__name__}")
+            raise ValueError(
+                f"CL algorithm name {name!r} is already registered by {existing.__name__}"
+            )
         _REGISTRY[name] = cls
         cls.name = name
         return cls

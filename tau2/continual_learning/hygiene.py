@@ -9,8 +9,10 @@ Users raise tau2's verbosity with :func:`set_verbosity`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 
 TAU2_LOG_ENV = "TAU2_CL_TAU2_LOG_LEVEL"
 """Environment variable: a loguru level name (e.g. ``INFO``) re-enables tau2's own logging."""
@@ -35,14 +37,10 @@ def set_verbosity(tau2_level: str | None) -> None:
     if tau2_level is None:
         logger.disable("tau2")
         return
-    import sys
-
     logger.enable("tau2")
     # loguru's default sink logs everything at DEBUG; replace it by one at the requested level.
-    try:
+    with contextlib.suppress(ValueError):
         logger.remove(0)
-    except ValueError:
-        pass
     if _LOGURU_SINK_ID is not None:
         logger.remove(_LOGURU_SINK_ID)
     _LOGURU_SINK_ID = logger.add(sys.stderr, level=tau2_level.upper())

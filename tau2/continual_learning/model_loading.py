@@ -20,12 +20,8 @@ class ModelLoadError(ValueError):
 
 
 def _looks_like_path(name: str) -> bool:
-    return (
-        name.startswith(("/", "./", "../", "~", "."))
-        or os.sep in name.strip("/").replace("/", os.sep, 1)
-        or name.count("/") > 1
-        or "\\" in name
-    )
+    """Hub ids are ``name`` or ``org/name``; anything else that names a location is a path."""
+    return name.startswith(("/", "./", "../", "~", ".")) or name.count("/") > 1 or "\\" in name
 
 
 def resolve_model_path(name_or_path: str | None) -> str:
@@ -63,8 +59,14 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
 
 def _hub_error(name: str, exc: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    hint = " HF_HUB_OFFLINE is set, so only models already in the local hub cache load." if offline else ""
-    return ModelLoadError(f"Could not load model {name!r}: not a local folder and not loadable from the Hugging Face hub ({exc}).{hint}")
+    hint = (
+        " HF_HUB_OFFLINE is set, so only models already in the local hub cache load."
+        if offline
+        else ""
+    )
+    return ModelLoadError(
+        f"Could not load model {name!r}: not a local folder and not loadable from the Hugging Face hub ({exc}).{hint}"
+    )
 
 
 def load_tokenizer(name_or_path: str | None = None, **kwargs: Any) -> PreTrainedTokenizerBase:
@@ -106,5 +108,7 @@ def load_model_and_tokenizer(
         raise _hub_error(path, exc) from exc
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    logger.info("Loaded model %s (%s, %s)", name_or_path or default_model.DEFAULT_MODEL_NAME, dtype, device)
+    logger.info(
+        "Loaded model %s (%s, %s)", name_or_path or default_model.DEFAULT_MODEL_NAME, dtype, device
+    )
     return model.to(device), tokenizer
