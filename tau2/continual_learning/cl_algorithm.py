@@ -50,6 +50,11 @@ class CLAlgorithm:
         """Items to train on this step; the default trains on the new items only."""
         return list(new_tasks)
 
+    def num_replay_slots(self, batch_size: int) -> int:
+        """How many of a step's ``batch_size`` task groups are reserved for replay: by default
+        ``round(self.replay_ratio * batch_size)`` (0 for algorithms without a ratio)."""
+        return round(float(getattr(self, "replay_ratio", 0.0)) * batch_size)
+
     def extra_loss(self, model: Any, batch: Any, current_domain: str) -> Any | None:
         """An additional loss tensor for this step, or ``None``."""
         return None

@@ -1,0 +1,335 @@
+"""``GRPOConfig``: TRL's GRPO configuration plus the continual-learning sequence.
+
+Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, vLLM, logging,
+``report_to`` ...) is available unchanged. On top of it this class describes the domain
+sequence, the task source, the CL algorithm and replay, the rollout limits, the user simulator and
+LoRA. Two TRL fields are derived, not set directly: ``num_generations`` (from
+``num_samples_per_prompt``) and ``per_device_train_batch_size`` (``batch_size_per_gpu`` task groups
+of ``num_samples_per_prompt`` episodes). Invalid values fail at construction with a message that
+names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trl
+
+from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
+
+TASK_SOURCES = ("tau2", "skills")
+REPLAY_STRATEGIES = ("random", "high_reward", "recent", "balanced")
+USER_MODES = ("auto", "solo", "llm", "hf")
+SKILL_DOMAINS = ("airline", "retail", "telecom")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or combination."""
+
+
+def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"GRPOConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class GRPOConfig(trl.GRPOConfig):
+    """Configuration of a continual GRPO run (see the module docstring)."""
+
+    # -- TRL fields with defaults suited to small-model agent RL -------------------------------
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bfloat16 training (default: on where CUDA supports it)."}
+    )
+    activation_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory in the backward pass."}
+    )
+    # -- what to train ----------------------------------------------------------------------
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL_NAME,
+        metadata={"help": "Embedded default model, a Hugging Face model id or a local folder."},
+    )
+    domains: list[str] = field(
+        default_factory=lambda: ["airline", "retail", "telecom"],
+        metadata={"help": "Domains trained in this order."},
+    )
+    task_source: str = field(
+        default="skills",
+        metadata={"help": "'skills' (compact tasks, CPU friendly) or 'tau2' (official tasks)."},
+    )
+    skills_seed: int = field(default=0, metadata={"help": "Seed of the generated skill tasks."})
+    max_steps_per_domain: int = field(default=8, metadata={"help": "GRPO steps per domain."})
+    eval_tasks_per_domain: int | None = field(
+        default=None, metadata={"help": "Cap on test tasks scored per domain (default: all)."}
+    )
+    eval_temperature: float = field(
+        default=0.0, metadata={"help": "Sampling temperature for evaluation (0 = greedy)."}
+    )
+    exclude_trivial_tasks: bool = field(
+        default=True,
+        metadata={"help": "Drop training tasks that score 1.0 with an empty trajectory."},
+    )
+    # -- continual learning -----------------------------------------------------------------
+    cl_algorithm: str = field(
+        default="replay",
+        metadata={"help": "Registered CL algorithm: sequential, replay, adaptive_replay, ..."},
+    )
+    replay_ratio: float = field(
+        default=0.25, metadata={"help": "Share of each step's task groups that are replayed."}
+    )
+    replay_buffer_size: int = field(
+        default=1000, metadata={"help": "Trajectories kept per domain in the replay buffer."}
+    )
+    replay_strategy: str = field(
+        default="random", metadata={"help": "random, high_reward, recent or balanced."}
+    )
+    buffer_insertion_policy: str = field(
+        default="reservoir",
+        metadata={
+            "help": "How a full per-domain buffer admits trajectories (fifo, reservoir, ...)."
+        },
+    )
+    min_buffer_size: int = field(
+        default=8, metadata={"help": "Replay starts once the buffer holds this many records."}
+    )
+    replay_all_domains: bool = field(
+        default=True, metadata={"help": "Replay from all earlier domains (else the latest only)."}
+    )
+    max_replay_ratio: float = field(default=0.5, metadata={"help": "Adaptive replay: upper bound."})
+    min_replay_ratio: float = field(default=0.1, metadata={"help": "Adaptive replay: lower bound."})
+    adaptation_rate: float = field(default=0.1, metadata={"help": "Adaptive replay: step size."})
+    forgetting_threshold: float = field(
+        default=0.1, metadata={"help": "Adaptive replay: probe-score drop counted as forgetting."}
+    )
+    probe_interval: int = field(
+        default=4, metadata={"help": "Adaptive replay: steps between probes of earlier domains."}
+    )
+    probe_tasks_per_domain: int = field(
+        default=4, metadata={"help": "Adaptive replay: test tasks per earlier domain per probe."}
+    )
+    reset_optimizer_between_domains: bool = field(
+        default=False, metadata={"help": "Fresh optimizer/scheduler at each domain start."}
+    )
+    max_consecutive_nonfinite_losses: int = field(
+        default=3, metadata={"help": "Stop after this many NaN/inf losses in a row."}
+    )
+    # -- batch shape ------------------------------------------------------------------------
+    batch_size_per_gpu: int = field(
+        default=4, metadata={"help": "Task groups per process per step."}
+    )
+    num_samples_per_prompt: int = field(
+        default=4, metadata={"help": "GRPO group size: episodes per task."}
+    )
+    # -- rollouts ---------------------------------------------------------------------------
+    max_turns: int = field(default=4, metadata={"help": "Agent turns per episode."})
+    max_new_tokens_per_turn: int = field(default=64, metadata={"help": "Tokens per agent turn."})
+    max_context_tokens: int = field(default=2048, metadata={"help": "Episode context limit."})
+    assistant_prefix: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt-side start of every agent turn (default: the tool-call opening)."
+        },
+    )
+    # -- user simulator ---------------------------------------------------------------------
+    user_mode: str = field(
+        default="auto",
+        metadata={"help": "auto (solo where possible, else llm/hf), solo, llm (litellm) or hf."},
+    )
+    user_llm: str | None = field(
+        default=None, metadata={"help": "litellm model string, e.g. hosted_vllm/NAME."}
+    )
+    user_api_base: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible base URL."}
+    )
+    user_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "In-process HF user model (default: the policy model)."}
+    )
+    user_temperature: float = field(default=0.0, metadata={"help": "User simulator temperature."})
+    # -- LoRA -------------------------------------------------------------------------------
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt (default: all linear layers)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.output_dir is None or self.output_dir == "trainer_output":
+            self.output_dir = "outputs/grpo_cl"
+        if self.bf16 is None or (self.bf16 and not _cuda_bf16()):
+            self.bf16 = _cuda_bf16()
+        self._validate()
+        self.num_generations = self.num_samples_per_prompt
+        self.per_device_train_batch_size = self.batch_size_per_gpu * self.num_samples_per_prompt
+        self.max_steps = self.max_steps_per_domain
+        self.save_strategy = "no"  # checkpoints are written by the continual trainer
+        super().__post_init__()
+
+    def _validate(self) -> None:
+        from tau2.continual_learning.continual_learning import available_cl_algorithms
+        from tau2.continual_learning.rollout import available_domains
+
+        valid_domains = available_domains()
+        _check(
+            isinstance(self.domains, list) and len(self.domains) > 0,
+            "domains",
+            self.domains,
+            f"a non-empty list of domains from {valid_domains}",
+        )
+        for domain in self.domains:
+            _check(
+                domain in valid_domains,
+                "domains",
+                self.domains,
+                f"unknown domain {domain!r}; valid: {valid_domains}",
+            )
+        _check(
+            len(set(self.domains)) == len(self.domains),
+            "domains",
+            self.domains,
+            "each domain at most once",
+        )
+        _check(
+            self.task_source in TASK_SOURCES,
+            "task_source",
+            self.task_source,
+            f"one of {TASK_SOURCES}",
+        )
+        if self.task_source == "skills":
+            bad = [d for d in self.domains if d not in SKILL_DOMAINS]
+            _check(
+                not bad,
+                "domains",
+                self.domains,
+                f"task_source='skills' supports {list(SKILL_DOMAINS)}; not {bad}",
+            )
+        _check(
+            self.max_steps_per_domain >= 1,
+            "max_steps_per_domain",
+            self.max_steps_per_domain,
+            "an integer >= 1",
+        )
+        _check(
+            self.eval_tasks_per_domain is None or self.eval_tasks_per_domain >= 1,
+            "eval_tasks_per_domain",
+            self.eval_tasks_per_domain,
+            "None (all test tasks) or an integer >= 1",
+        )
+        algorithms = available_cl_algorithms()
+        _check(
+            self.cl_algorithm in algorithms,
+            "cl_algorithm",
+            self.cl_algorithm,
+            f"one of {algorithms}",
+        )
+        for name in ("replay_ratio", "max_replay_ratio", "min_replay_ratio"):
+            value = getattr(self, name)
+            _check(
+                0.0 <= value < 1.0,
+                name,
+                value,
+                "a share in [0, 1): some of every batch must be new tasks",
+            )
+        _check(
+            self.min_replay_ratio <= self.max_replay_ratio,
+            "min_replay_ratio",
+            self.min_replay_ratio,
+            f"<= max_replay_ratio ({self.max_replay_ratio})",
+        )
+        if self.cl_algorithm == "adaptive_replay":
+            _check(
+                self.min_replay_ratio <= self.replay_ratio <= self.max_replay_ratio,
+                "replay_ratio",
+                self.replay_ratio,
+                f"within [min_replay_ratio, max_replay_ratio] = [{self.min_replay_ratio}, {self.max_replay_ratio}] for adaptive_replay",
+            )
+        _check(
+            0.0 < self.adaptation_rate <= 1.0, "adaptation_rate", self.adaptation_rate, "in (0, 1]"
+        )
+        _check(
+            0.0 < self.forgetting_threshold <= 1.0,
+            "forgetting_threshold",
+            self.forgetting_threshold,
+            "in (0, 1]",
+        )
+        _check(self.probe_interval >= 1, "probe_interval", self.probe_interval, "an integer >= 1")
+        _check(
+            self.probe_tasks_per_domain >= 1,
+            "probe_tasks_per_domain",
+            self.probe_tasks_per_domain,
+            "an integer >= 1",
+        )
+        _check(
+            self.replay_buffer_size >= 1,
+            "replay_buffer_size",
+            self.replay_buffer_size,
+            "an integer >= 1",
+        )
+        _check(
+            self.replay_strategy in REPLAY_STRATEGIES,
+            "replay_strategy",
+            self.replay_strategy,
+            f"one of {REPLAY_STRATEGIES}",
+        )
+        from tau2.continual_learning.buffers.policies import POLICIES
+
+        _check(
+            self.buffer_insertion_policy in POLICIES,
+            "buffer_insertion_policy",
+            self.buffer_insertion_policy,
+            f"one of {sorted(POLICIES)}",
+        )
+        _check(
+            self.min_buffer_size >= 0, "min_buffer_size", self.min_buffer_size, "an integer >= 0"
+        )
+        _check(
+            self.batch_size_per_gpu >= 1,
+            "batch_size_per_gpu",
+            self.batch_size_per_gpu,
+            "an integer >= 1",
+        )
+        _check(
+            self.num_samples_per_prompt >= 2,
+            "num_samples_per_prompt",
+            self.num_samples_per_prompt,
+            "an integer >= 2 (GRPO compares samples within a group)",
+        )
+        _check(self.max_turns >= 1, "max_turns", self.max_turns, "an integer >= 1")
+        _check(
+            self.max_new_tokens_per_turn >= 1,
+            "max_new_tokens_per_turn",
+            self.max_new_tokens_per_turn,
+            "an integer >= 1",
+        )
+        _check(
+            self.max_context_tokens >= 64,
+            "max_context_tokens",
+            self.max_context_tokens,
+            "an integer >= 64",
+        )
+        _check(self.user_mode in USER_MODES, "user_mode", self.user_mode, f"one of {USER_MODES}")
+        if self.user_mode == "llm":
+            _check(
+                bool(self.user_llm),
+                "user_llm",
+                self.user_llm,
+                "a litellm model string when user_mode='llm'",
+            )
+        _check(self.eval_temperature >= 0.0, "eval_temperature", self.eval_temperature, ">= 0")
+        _check(
+            self.max_consecutive_nonfinite_losses >= 1,
+            "max_consecutive_nonfinite_losses",
+            self.max_consecutive_nonfinite_losses,
+            "an integer >= 1",
+        )
+        _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
+        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")

@@ -1,0 +1,521 @@
+"""``GRPOTrainer``: the continual orchestrator around TRL's GRPO engine.
+
+For each domain of ``config.domains`` in order (DESIGN.md section 3):
+
+1. ``cl_algorithm.pre_task_hook``;
+2. ``max_steps_per_domain`` GRPO steps run by TRL's ``GRPOTrainer``. Our multi-turn tau2
+   rollouts enter through its ``rollout_func``: the step's new tasks go through
+   ``cl_algorithm.augment_batch`` (replay mixes old tasks in), every task gets
+   ``num_samples_per_prompt`` episodes from the batched :class:`EpisodeRunner`, tau2's
+   evaluators give the rewards, and the token data (with ``env_mask``) goes back to TRL, which
+   computes advantages and the loss. ``cl_algorithm.extra_loss`` is added in ``compute_loss``;
+   a non-finite loss skips that update. Finished episodes go into the trajectory buffer;
+3. evaluation on the test split of every domain: one row of the accuracy matrix;
+4. ``cl_algorithm.post_task_hook``, the statistics banner, a checkpoint.
+
+Before the first domain the untrained model is scored on every domain (the FWT baseline).
+One optimizer (and its state) is kept across domains unless
+``reset_optimizer_between_domains``; the learning-rate schedule restarts per domain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trl
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from tau2.continual_learning.buffer import TrajectoryBuffer
+from tau2.continual_learning.cl_algorithm import CLAlgorithm, get_cl_algorithm_class
+from tau2.continual_learning.config import GRPOConfig
+from tau2.continual_learning.metrics import compute_cl_metrics
+from tau2.continual_learning.model_loading import load_model_and_tokenizer
+from tau2.continual_learning.report import (
+    plot_accuracy_matrix,
+    statistics_banner,
+    write_json_atomic,
+    write_rows_csv,
+)
+from tau2.continual_learning.rollout import DomainTask, EpisodeRunner, HFPolicy, load_tasks
+
+logger = logging.getLogger(__name__)
+
+REWARD_FIELD = "tau2_reward"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive NaN/inf losses: training is diverging."""
+
+
+def tau2_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+    """TRL reward function: the reward tau2's evaluators gave each episode."""
+    return [float(r) for r in kwargs[REWARD_FIELD]]
+
+
+def build_cl_algorithm(config: GRPOConfig) -> CLAlgorithm:
+    """Instantiate ``config.cl_algorithm`` with the config's matching parameters."""
+    cls = get_cl_algorithm_class(config.cl_algorithm)
+    params = {
+        "replay_ratio": config.replay_ratio,
+        "initial_replay_ratio": config.replay_ratio,
+        "replay_strategy": config.replay_strategy,
+        "min_buffer_size": config.min_buffer_size,
+        "replay_all_domains": config.replay_all_domains,
+        "max_replay_ratio": config.max_replay_ratio,
+        "min_replay_ratio": config.min_replay_ratio,
+        "adaptation_rate": config.adaptation_rate,
+        "forgetting_threshold": config.forgetting_threshold,
+        "probe_interval": config.probe_interval,
+        "probe_tasks": config.probe_tasks_per_domain,
+    }
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in params.items() if k in accepted})
+
+
+class _Engine(trl.GRPOTrainer):
+    """TRL's GRPO trainer plus the CL loss term and non-finite-loss protection."""
+
+    def __init__(self, *args: Any, continual: GRPOTrainer, **kwargs: Any) -> None:
+        self.continual = continual
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        continual = self.continual
+        extra = continual.cl_algorithm.extra_loss(model, inputs, continual.current_domain)
+        if extra is not None:
+            loss = loss + extra
+        return continual.guard_loss(loss, model)
+
+
+class _StepCallback(TrainerCallback):
+    """Forwards TRL's step and log events to the continual trainer."""
+
+    def __init__(self, continual: GRPOTrainer) -> None:
+        self.continual = continual
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.continual.on_step_end()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.continual.log_rows.append(
+                {
+                    "domain": self.continual.current_domain,
+                    "global_step": self.continual.global_step,
+                    **logs,
+                }
+            )
+
+
+class GRPOTrainer:
+    """Continual GRPO over a sequence of tau2 domains (see the module docstring).
+
+    ``trainer.cl_algorithm`` may be replaced by any :class:`CLAlgorithm` instance before
+    :meth:`train`. ``model``/``tokenizer`` may be passed to skip loading
+    ``config.model_name_or_path``.
+    """
+
+    def __init__(
+        self,
+        config: GRPOConfig | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        cl_algorithm: CLAlgorithm | None = None,
+    ) -> None:
+        self.config = config if config is not None else GRPOConfig()
+        cfg = self.config
+        _seed_everything(cfg.seed)
+        if model is None:
+            model, loaded_tokenizer = load_model_and_tokenizer(cfg.model_name_or_path)
+            tokenizer = tokenizer or loaded_tokenizer
+        elif tokenizer is None:
+            raise ValueError("GRPOTrainer: pass tokenizer= together with model=")
+        if cfg.use_peft:
+            model = _wrap_lora(model, cfg)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.trajectory_buffer = TrajectoryBuffer(
+            cfg.replay_buffer_size, cfg.buffer_insertion_policy, cfg.seed
+        )
+        self._cl_algorithm: CLAlgorithm | None = None
+        self.cl_algorithm = cl_algorithm if cl_algorithm is not None else build_cl_algorithm(cfg)
+        self.user = _build_user(cfg, model, tokenizer)
+        self.policy = HFPolicy(model, tokenizer)
+        self.baseline: list[float] = []
+        self.accuracy_matrix: list[list[float]] = []
+        self.log_rows: list[dict[str, Any]] = []
+        self.global_step = 0
+        self.current_domain = cfg.domains[0]
+        self.current_batch_size = cfg.batch_size_per_gpu
+        self.nonfinite_losses = 0
+        self._consecutive_nonfinite = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.domain_index = 0
+        self.wall_time_s = 0.0
+        self._task_cache: dict[tuple[str, str], list[DomainTask]] = {}
+
+    # -- the CL algorithm ---------------------------------------------------------------------
+    @property
+    def cl_algorithm(self) -> CLAlgorithm:
+        assert self._cl_algorithm is not None
+        return self._cl_algorithm
+
+    @cl_algorithm.setter
+    def cl_algorithm(self, algorithm: CLAlgorithm) -> None:
+        if not isinstance(algorithm, CLAlgorithm):
+            raise TypeError(
+                f"cl_algorithm must be a CLAlgorithm instance, got {type(algorithm).__name__}"
+            )
+        algorithm.attach(self)
+        self._cl_algorithm = algorithm
+
+    # -- tasks and rollouts -------------------------------------------------------------------
+    def tasks(self, domain: str, split: str) -> list[DomainTask]:
+        """Train or test tasks of ``domain`` (trivial tasks dropped from training if asked)."""
+        key = (domain, split)
+        if key not in self._task_cache:
+            tasks = load_tasks(domain, split, self.config.task_source, seed=self.config.skills_seed)
+            if split == "train" and self.config.exclude_trivial_tasks:
+                tasks = [t for t in tasks if not t.trivial] or tasks
+            if split == "test" and self.config.eval_tasks_per_domain is not None:
+                tasks = tasks[: self.config.eval_tasks_per_domain]
+            self._task_cache[key] = tasks
+        return self._task_cache[key]
+
+    def _runner(self, temperature: float, seed: int) -> EpisodeRunner:
+        cfg = self.config
+        extra = (
+            {"assistant_prefix": cfg.assistant_prefix} if cfg.assistant_prefix is not None else {}
+        )
+        return EpisodeRunner(
+            self.policy,
+            user=self.user,
+            max_turns=cfg.max_turns,
+            max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+            max_context_tokens=cfg.max_context_tokens,
+            temperature=temperature,
+            scoring_workers=0,
+            seed=seed,
+            **extra,
+        )
+
+    def rollout(self, prompts: list[str], engine: Any = None) -> dict[str, list[Any]]:
+        """TRL ``rollout_func``: ``prompts`` are task keys, repeated ``num_generations`` times."""
+        cfg = self.config
+        group = cfg.num_samples_per_prompt
+        keys = list(dict.fromkeys(prompts[i] for i in range(0, len(prompts), group)))
+        by_key = {t.key: t for t in self.tasks(self.current_domain, "train")}
+        new_tasks = [by_key[k] for k in keys]
+        tasks = self.compose_batch(new_tasks)
+        with self._runner(cfg.temperature, seed=cfg.seed * 100_003 + self.global_step) as runner:
+            episodes = runner.run(tasks, num_generations=group)
+        for episode in episodes:
+            if episode.task.domain == self.current_domain:
+                self.trajectory_buffer.add_episode(episode, step=self.global_step)
+        self._last_rewards = [e.reward for e in episodes]
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids or [self.tokenizer.eos_token_id] for e in episodes],
+            "logprobs": [e.logprobs or [0.0] for e in episodes],
+            "env_mask": [e.env_mask or [0] for e in episodes],
+            REWARD_FIELD: [e.reward for e in episodes],
+        }
+
+    def compose_batch(self, new_tasks: list[DomainTask]) -> list[DomainTask]:
+        """The step's task groups: ``len(new_tasks)`` of them, ``num_replay_slots`` offered to
+        the CL algorithm for replay; gaps are refilled with new tasks, surplus new tasks dropped
+        first, and at least one new task is always kept."""
+        size = len(new_tasks)
+        self.current_batch_size = size
+        slots = min(self.cl_algorithm.num_replay_slots(size), size - 1)
+        offered = new_tasks[: size - slots]
+        result = list(self.cl_algorithm.augment_batch(list(offered), self.current_domain))
+        for task in result:
+            if not isinstance(task, DomainTask):
+                raise TypeError(
+                    f"augment_batch returned a {type(task).__name__}, expected DomainTask"
+                )
+        offered_ids = {id(t) for t in new_tasks}
+        replay = [t for t in result if id(t) not in offered_ids][: size - 1]
+        fresh = [t for t in result if id(t) in offered_ids]
+        used = {id(t) for t in fresh}
+        fresh += [t for t in new_tasks if id(t) not in used]
+        return fresh[: size - len(replay)] + replay
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate_domain(self, domain: str, limit: int | None = None) -> float:
+        """pass^1 on ``domain``'s test tasks (the first ``limit`` ones if given)."""
+        tasks = self.tasks(domain, "test")[:limit] if limit else self.tasks(domain, "test")
+        with self._runner(
+            max(self.config.eval_temperature, 0.0), seed=self.config.seed + 7
+        ) as runner:
+            episodes = runner.run(tasks, num_generations=1)
+        return float(np.mean([e.reward for e in episodes])) if episodes else 0.0
+
+    def evaluate_all(self, desc: str) -> list[float]:
+        """Scores of every domain of the sequence, in order."""
+        return [self.evaluate_domain(d) for d in tqdm(self.config.domains, desc=desc, leave=False)]
+
+    def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
+        """Quick scores on a few test tasks of ``domains`` (adaptive replay's forgetting signal)."""
+        return {d: self.evaluate_domain(d, limit=num_tasks) for d in domains}
+
+    def latest_scores(self) -> dict[str, float]:
+        """The last accuracy-matrix row as ``{domain: score}``."""
+        if not self.accuracy_matrix:
+            return {}
+        return dict(zip(self.config.domains, self.accuracy_matrix[-1], strict=False))
+
+    # -- loss guard and step events -------------------------------------------------------------
+    def guard_loss(self, loss: torch.Tensor, model: Any) -> torch.Tensor:
+        """Replace a NaN/inf loss by a zero loss (no update), counting it; stop after K in a row."""
+        if torch.isfinite(loss).all():
+            self._consecutive_nonfinite = 0
+            return loss
+        self.nonfinite_losses += 1
+        self._consecutive_nonfinite += 1
+        logger.warning(
+            "Non-finite loss (%s) at step %d on %s: update skipped (%d in a row)",
+            loss.detach().item(),
+            self.global_step,
+            self.current_domain,
+            self._consecutive_nonfinite,
+        )
+        if self._consecutive_nonfinite >= self.config.max_consecutive_nonfinite_losses:
+            raise NonFiniteLossError(
+                f"{self._consecutive_nonfinite} consecutive non-finite losses (limit "
+                f"max_consecutive_nonfinite_losses={self.config.max_consecutive_nonfinite_losses}) at step "
+                f"{self.global_step} on domain {self.current_domain!r}: training diverged. Lower the learning "
+                "rate or check the CL algorithm's extra loss."
+            )
+        params = [p for p in model.parameters() if p.requires_grad]
+        return sum(p.sum() * 0.0 for p in params[:1]) if params else loss.new_zeros(())
+
+    def on_step_end(self) -> None:
+        self.global_step += 1
+        self.cl_algorithm.post_step_hook(self, self.current_domain)
+
+    # -- the run --------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train through every domain; returns (and writes) the metrics."""
+        cfg = self.config
+        start = time.perf_counter()
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if not self.baseline:
+            self.baseline = self.evaluate_all("baseline")
+            logger.info(
+                "Baseline (untrained) scores: %s",
+                dict(zip(cfg.domains, self.baseline, strict=True)),
+            )
+        for index in range(self.domain_index, len(cfg.domains)):
+            domain = cfg.domains[index]
+            self.current_domain = domain
+            logger.info("=== Domain %d/%d: %s ===", index + 1, len(cfg.domains), domain)
+            self.cl_algorithm.pre_task_hook(self, domain)
+            self._train_domain(domain)
+            row = self.evaluate_all(f"eval after {domain}")
+            self.accuracy_matrix.append(row)
+            logger.info("Scores after %s: %s", domain, dict(zip(cfg.domains, row, strict=True)))
+            self.cl_algorithm.post_task_hook(self, domain)
+            logger.info("\n%s", statistics_banner(domain, self.cl_algorithm.get_statistics()))
+            self.domain_index = index + 1
+            self.wall_time_s += time.perf_counter() - start
+            start = time.perf_counter()
+            self.save_checkpoint(out / "checkpoints")
+            self.write_outputs()
+        return self.metrics()
+
+    def _train_domain(self, domain: str) -> None:
+        from datasets import Dataset
+
+        cfg = self.config
+        train_keys = [t.key for t in self.tasks(domain, "train")]
+        if cfg.reset_optimizer_between_domains:
+            self.optimizer = None
+        engine = _Engine(
+            model=self.model,
+            reward_funcs=[tau2_reward],
+            args=cfg,
+            train_dataset=Dataset.from_dict({"prompt": train_keys}),
+            processing_class=self.tokenizer,
+            rollout_func=self.rollout,
+            callbacks=[_StepCallback(self)],
+            optimizers=(self.optimizer, None),
+            continual=self,
+        )
+        engine.train()
+        optimizer = engine.optimizer
+        self.optimizer = getattr(optimizer, "optimizer", optimizer)
+
+    # -- results --------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        cfg = self.config
+        metrics: dict[str, Any] = {
+            "domains": list(cfg.domains),
+            "baseline": list(self.baseline),
+            "accuracy_matrix": [list(r) for r in self.accuracy_matrix],
+        }
+        if self.accuracy_matrix:
+            cl = compute_cl_metrics(self.accuracy_matrix, self.baseline[: len(cfg.domains)] or None)
+            metrics.update({k: cl[k] for k in ("ACC", "BWT", "FWT", "forgetting")})
+            metrics["forgetting_per_domain"] = cl["forgetting_per_task"]
+        metrics.update(
+            {
+                "cl_algorithm": self.cl_algorithm.name,
+                "cl_statistics": self.cl_algorithm.get_statistics(),
+                "wall_time_s": self.wall_time_s,
+                "global_steps": self.global_step,
+                "nonfinite_losses": self.nonfinite_losses,
+                "task_source": cfg.task_source,
+                "model_name_or_path": cfg.model_name_or_path,
+                "seed": cfg.seed,
+            }
+        )
+        return metrics
+
+    def write_outputs(self) -> None:
+        """metrics.json, training_log.csv and accuracy_matrix.png in ``output_dir``."""
+        out = Path(self.config.output_dir)
+        write_json_atomic(out / "metrics.json", self.metrics())
+        if self.log_rows:
+            write_rows_csv(out / "training_log.csv", self.log_rows)
+        if self.accuracy_matrix:
+            plot_accuracy_matrix(
+                self.accuracy_matrix,
+                self.config.domains,
+                out / "accuracy_matrix.png",
+                self.baseline,
+            )
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, root: Path) -> Path:
+        """Write a checkpoint atomically (temporary folder + rename) and point ``latest`` at it."""
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"domain-{self.domain_index:02d}-step-{self.global_step:06d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        self.model.save_pretrained(staging / "model")
+        self.tokenizer.save_pretrained(staging / "model")
+        state = {
+            "domain_index": self.domain_index,
+            "global_step": self.global_step,
+            "baseline": self.baseline,
+            "accuracy_matrix": self.accuracy_matrix,
+            "log_rows": self.log_rows,
+            "nonfinite_losses": self.nonfinite_losses,
+            "wall_time_s": self.wall_time_s,
+            "cl_algorithm": self.cl_algorithm.name,
+            "cl_state": self.cl_algorithm.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "rng": _rng_state(),
+        }
+        torch.save(state, staging / "trainer_state.pt")
+        self.trajectory_buffer.save(staging / "buffer.pkl")
+        target = root / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        pointer = root / ".latest.tmp"
+        pointer.write_text(name)
+        os.replace(pointer, root / "latest")
+        return target
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if (path / "latest").is_file():
+            path = path / (path / "latest").read_text().strip()
+        if not (path / "trainer_state.pt").is_file():
+            raise FileNotFoundError(
+                f"{path} is not a tau2-continual checkpoint (no trainer_state.pt)"
+            )
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        weights = path / "model" / "model.safetensors"
+        if weights.is_file():
+            self.model.load_state_dict(load_file(str(weights)), strict=False)
+        self.domain_index = state["domain_index"]
+        self.global_step = state["global_step"]
+        self.baseline = state["baseline"]
+        self.accuracy_matrix = state["accuracy_matrix"]
+        self.log_rows = state["log_rows"]
+        self.nonfinite_losses = state["nonfinite_losses"]
+        self.wall_time_s = state["wall_time_s"]
+        self.cl_algorithm.load_state_dict(state["cl_state"])
+        self.trajectory_buffer = TrajectoryBuffer.load(path / "buffer.pkl")
+        if state["optimizer"] is not None:
+            self.optimizer = torch.optim.AdamW(
+                [p for p in self.model.parameters() if p.requires_grad],
+                lr=self.config.learning_rate,
+            )
+            self.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        logger.info(
+            "Resumed from %s at domain %d, step %d", path, self.domain_index, self.global_step
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _wrap_lora(model: Any, cfg: GRPOConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _build_user(cfg: GRPOConfig, model: Any, tokenizer: Any) -> Any:
+    """The user simulator for tasks without a ticket (``None`` = solo only)."""
+    from tau2.continual_learning.rollout import HFUser, LiteLLMUser
+
+    mode = cfg.user_mode
+    if mode == "auto":
+        mode = "llm" if cfg.user_llm else ("solo" if cfg.task_source == "skills" else "hf")
+    if mode == "solo":
+        return None
+    if mode == "llm":
+        return LiteLLMUser(
+            cfg.user_llm, api_base=cfg.user_api_base, temperature=cfg.user_temperature
+        )
+    if cfg.user_model_name_or_path:
+        model, tokenizer = load_model_and_tokenizer(cfg.user_model_name_or_path)
+    return HFUser(model, tokenizer)
