@@ -17,6 +17,16 @@ configure_tau2_environment()
 __version__ = "0.1.0"
 
 _LAZY = {
+    "GRPOConfig": "tau2.continual_learning.config",
+    "GRPOTrainer": "tau2.continual_learning.trainer",
+    "CLAlgorithm": "tau2.continual_learning.continual_learning",
+    "ReplayCL": "tau2.continual_learning.continual_learning",
+    "AdaptiveReplayCL": "tau2.continual_learning.continual_learning",
+    "SequentialCL": "tau2.continual_learning.continual_learning",
+    "register_cl_algorithm": "tau2.continual_learning.continual_learning",
+    "TrajectoryBuffer": "tau2.continual_learning.buffer",
+    "TrajectoryRecord": "tau2.continual_learning.buffer",
+    "compute_cl_metrics": "tau2.continual_learning.metrics",
     "DEFAULT_MODEL_NAME": "tau2.continual_learning.default_model",
     "default_model_path": "tau2.continual_learning.default_model",
     "load_model_and_tokenizer": "tau2.continual_learning.model_loading",

@@ -1,11 +1,70 @@
-"""Command line entry point: ``python -m tau2.scripts.train_grpo_cl``."""
+"""Continual GRPO training from the command line.
+
+``python -m tau2.scripts.train_grpo_cl [--flag value ...] [--config run.yaml]``
+
+Every :class:`~tau2.continual_learning.config.GRPOConfig` field is a flag (TRL's included);
+``--config`` reads a YAML file of the same fields (flags given on the command line win). With no
+flags it runs the default CPU job: the embedded SmolLM2-135M-Instruct model on skill tasks,
+airline -> retail -> telecom, with experience replay. ``--resume_from_checkpoint DIR`` continues
+a run from its last domain checkpoint (``DIR`` = ``<output_dir>/checkpoints`` or one checkpoint).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tau2.continual_learning  # noqa: F401  (import hygiene first)
+
+
+def parse_config(argv: list[str] | None = None):
+    """Build a GRPOConfig from flags and an optional YAML ``--config`` file."""
+    from trl import TrlParser
+
+    from tau2.continual_learning.config import GRPOConfig
+
+    parser = TrlParser((GRPOConfig,), prog="python -m tau2.scripts.train_grpo_cl")
+    (config,) = parser.parse_args_and_config(args=argv)
+    return config
+
 
 def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("placeholder")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = parse_config(argv)
+
+    from tau2.continual_learning.trainer import GRPOTrainer
+
+    trainer = GRPOTrainer(config)
+    if config.resume_from_checkpoint:
+        trainer.load_checkpoint(config.resume_from_checkpoint)
+    metrics = trainer.train()
+    summary = {
+        k: metrics.get(k)
+        for k in (
+            "domains",
+            "baseline",
+            "accuracy_matrix",
+            "ACC",
+            "BWT",
+            "FWT",
+            "forgetting",
+            "wall_time_s",
+        )
+    }
+    print(json.dumps(summary, indent=2))
+    print(
+        f"Outputs written to {config.output_dir}: metrics.json, training_log.csv, accuracy_matrix.png"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The continual GRPO trainer end to end on real skill tasks with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.continual_learning import AdaptiveReplayCL, CLAlgorithm, ReplayCL
+from tau2.continual_learning.trainer import NonFiniteLossError
+
+SMALL = dict(
+    domains=["retail", "telecom"],
+    max_steps_per_domain=2,
+    batch_size_per_gpu=2,
+    num_samples_per_prompt=2,
+    eval_tasks_per_domain=2,
+    max_turns=1,
+    max_new_tokens_per_turn=8,
+    min_buffer_size=1,
+    replay_ratio=0.5,
+    report_to=[],
+    seed=0,
+)
+
+
+def small_config(tmp_path, **overrides) -> GRPOConfig:
+    return GRPOConfig(output_dir=str(tmp_path), **{**SMALL, **overrides})
+
+
+def test_seed_replay_example_runs_and_writes_outputs(tmp_path, tokenizer, tiny_model):
+    trainer = GRPOTrainer(small_config(tmp_path), model=tiny_model, tokenizer=tokenizer)
+    trainer.cl_algorithm = ReplayCL(
+        replay_ratio=0.5, replay_strategy="high_reward", min_buffer_size=1, replay_all_domains=True
+    )
+    metrics = trainer.train()
+    stats = trainer.cl_algorithm.get_statistics()
+    assert stats["total_replay_samples"] == 2  # one replayed group per retail->telecom step
+    assert stats["replay_samples_per_domain"] == {"retail": 2}
+    assert stats["replay_ratio"] == 0.5
+    assert set(stats["buffer_sizes"]) == {"retail", "telecom"}
+    assert len(metrics["accuracy_matrix"]) == 2 and len(metrics["baseline"]) == 2
+    for key in ("ACC", "BWT", "FWT", "forgetting", "wall_time_s"):
+        assert key in metrics
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["accuracy_matrix"] == metrics["accuracy_matrix"]
+    assert (tmp_path / "accuracy_matrix.png").stat().st_size > 0
+    assert "domain" in (tmp_path / "training_log.csv").read_text().splitlines()[0]
+    assert (tmp_path / "checkpoints" / "latest").is_file()
+    assert trainer.global_step == 4
+
+
+def test_adaptive_replay_example_constructs(tmp_path, tokenizer, tiny_model):
+    config = small_config(tmp_path, cl_algorithm="adaptive_replay", replay_ratio=0.2)
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    assert isinstance(trainer.cl_algorithm, AdaptiveReplayCL)
+    trainer.cl_algorithm = AdaptiveReplayCL(
+        initial_replay_ratio=0.2,
+        max_replay_ratio=0.5,
+        min_replay_ratio=0.1,
+        adaptation_rate=0.1,
+        forgetting_threshold=0.1,
+    )
+    assert trainer.cl_algorithm._trainer is trainer
+
+
+class NaNLossCL(CLAlgorithm):
+    """Injects a NaN into the loss on chosen optimisation steps."""
+
+    def __init__(self, nan_calls):
+        super().__init__()
+        self.nan_calls = set(nan_calls)
+        self.calls = 0
+
+    def extra_loss(self, model, batch, current_domain):
+        self.calls += 1
+        return torch.tensor(float("nan")) if self.calls in self.nan_calls else None
+
+
+def test_a_nan_loss_skips_the_update_and_is_counted(tmp_path, tokenizer, tiny_model):
+    config = small_config(tmp_path, domains=["telecom"], max_steps_per_domain=3)
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    trainer.cl_algorithm = NaNLossCL(nan_calls={2})
+    metrics = trainer.train()
+    assert metrics["nonfinite_losses"] == 1
+    assert trainer.global_step == 3  # the run went on after the skipped update
+    assert all(torch.isfinite(p).all() for p in tiny_model.parameters())
+
+
+def test_consecutive_nan_losses_stop_the_run(tmp_path, tokenizer, tiny_model):
+    config = small_config(
+        tmp_path, domains=["telecom"], max_steps_per_domain=3, max_consecutive_nonfinite_losses=2
+    )
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    trainer.cl_algorithm = NaNLossCL(nan_calls={1, 2, 3, 4})
+    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite losses"):
+        trainer.train()
