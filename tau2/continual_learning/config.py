@@ -171,7 +171,6 @@ class GRPOConfig(trl.GRPOConfig):
         self.num_generations = self.num_samples_per_prompt
         self.per_device_train_batch_size = self.batch_size_per_gpu * self.num_samples_per_prompt
         self.max_steps = self.max_steps_per_domain
-        self.save_strategy = "no"  # checkpoints are written by the continual trainer
         super().__post_init__()
 
     def _validate(self) -> None:

@@ -20,6 +20,7 @@ One optimizer (and its state) is kept across domains unless
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -109,6 +110,10 @@ class _StepCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.continual.on_step_end()
 
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.continual.write_continual_state(folder, mid_domain=True)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
             self.continual.log_rows.append(
@@ -164,6 +169,8 @@ class GRPOTrainer:
         self.nonfinite_losses = 0
         self._consecutive_nonfinite = 0
         self.optimizer: torch.optim.Optimizer | None = None
+        self._pending_optimizer_state: dict[str, Any] | None = None
+        self._resume_engine_checkpoint: str | None = None
         self.domain_index = 0
         self.wall_time_s = 0.0
         self._task_cache: dict[tuple[str, str], list[DomainTask]] = {}
@@ -326,7 +333,8 @@ class GRPOTrainer:
             domain = cfg.domains[index]
             self.current_domain = domain
             logger.info("=== Domain %d/%d: %s ===", index + 1, len(cfg.domains), domain)
-            self.cl_algorithm.pre_task_hook(self, domain)
+            if self._resume_engine_checkpoint is None:  # a mid-domain resume already ran it
+                self.cl_algorithm.pre_task_hook(self, domain)
             self._train_domain(domain)
             row = self.evaluate_all(f"eval after {domain}")
             self.accuracy_matrix.append(row)
@@ -336,7 +344,7 @@ class GRPOTrainer:
             self.domain_index = index + 1
             self.wall_time_s += time.perf_counter() - start
             start = time.perf_counter()
-            self.save_checkpoint(out / "checkpoints")
+            self.save_checkpoint()
             self.write_outputs()
         return self.metrics()
 
@@ -345,12 +353,15 @@ class GRPOTrainer:
 
         cfg = self.config
         train_keys = [t.key for t in self.tasks(domain, "train")]
-        if cfg.reset_optimizer_between_domains:
+        if cfg.reset_optimizer_between_domains and self._resume_engine_checkpoint is None:
             self.optimizer = None
+            self._pending_optimizer_state = None
+        args = copy.copy(cfg)  # TRL writes its mid-domain checkpoints under the domain's folder
+        args.output_dir = str(self.checkpoint_root / f"domain-{self.domain_index:02d}-{domain}")
         engine = _Engine(
             model=self.model,
             reward_funcs=[tau2_reward],
-            args=cfg,
+            args=args,
             train_dataset=Dataset.from_dict({"prompt": train_keys}),
             processing_class=self.tokenizer,
             rollout_func=self.rollout,
@@ -358,7 +369,12 @@ class GRPOTrainer:
             optimizers=(self.optimizer, None),
             continual=self,
         )
-        engine.train()
+        if self._pending_optimizer_state is not None:
+            engine.create_optimizer()
+            engine.optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
+        resume, self._resume_engine_checkpoint = self._resume_engine_checkpoint, None
+        engine.train(resume_from_checkpoint=resume)
         optimizer = engine.optimizer
         self.optimizer = getattr(optimizer, "optimizer", optimizer)
 
@@ -403,15 +419,15 @@ class GRPOTrainer:
             )
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, root: Path) -> Path:
-        """Write a checkpoint atomically (temporary folder + rename) and point ``latest`` at it."""
-        root.mkdir(parents=True, exist_ok=True)
-        name = f"domain-{self.domain_index:02d}-step-{self.global_step:06d}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-        self.model.save_pretrained(staging / "model")
-        self.tokenizer.save_pretrained(staging / "model")
-        state = {
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.config.output_dir) / "checkpoints"
+
+    def _continual_state(self, mid_domain: bool) -> dict[str, Any]:
+        return {
+            "domains": list(self.config.domains),
             "domain_index": self.domain_index,
+            "mid_domain": mid_domain,
             "global_step": self.global_step,
             "baseline": self.baseline,
             "accuracy_matrix": self.accuracy_matrix,
@@ -420,54 +436,94 @@ class GRPOTrainer:
             "wall_time_s": self.wall_time_s,
             "cl_algorithm": self.cl_algorithm.name,
             "cl_state": self.cl_algorithm.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "rng": _rng_state(),
         }
-        torch.save(state, staging / "trainer_state.pt")
+
+    def write_continual_state(self, folder: Path, mid_domain: bool) -> None:
+        """Add our state (buffer, CL state, matrix, RNG, position) to a checkpoint folder and
+        point ``checkpoints/latest`` at it; the pointer moves only once everything is written."""
+        torch.save(self._continual_state(mid_domain), folder / ".continual_state.pt.tmp")
+        self.trajectory_buffer.save(folder / "buffer.pkl")
+        os.replace(folder / ".continual_state.pt.tmp", folder / "continual_state.pt")
+        self._point_latest(folder)
+
+    def _point_latest(self, folder: Path) -> None:
+        pointer = self.checkpoint_root / ".latest.tmp"
+        pointer.write_text(str(folder.resolve().relative_to(self.checkpoint_root.resolve())))
+        os.replace(pointer, self.checkpoint_root / "latest")
+
+    def save_checkpoint(self) -> Path:
+        """Domain-end checkpoint: model, optimizer and our state in a temporary folder that is
+        renamed into place, then ``latest`` points at it."""
+        root = self.checkpoint_root
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"end-of-domain-{self.domain_index:02d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        self.model.save_pretrained(staging / "model")
+        self.tokenizer.save_pretrained(staging / "model")
+        if self.optimizer is not None:
+            torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(self._continual_state(mid_domain=False), staging / "continual_state.pt")
         self.trajectory_buffer.save(staging / "buffer.pkl")
         target = root / name
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-        pointer = root / ".latest.tmp"
-        pointer.write_text(name)
-        os.replace(pointer, root / "latest")
+        self._point_latest(target)
         return target
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues."""
-        from safetensors.torch import load_file
-
+        """Restore a checkpoint (``<output_dir>/checkpoints``, its ``latest``, or one folder);
+        :meth:`train` then continues where the run stopped, mid-domain included."""
         path = Path(path)
         if (path / "latest").is_file():
             path = path / (path / "latest").read_text().strip()
-        if not (path / "trainer_state.pt").is_file():
+        if not (path / "continual_state.pt").is_file():
             raise FileNotFoundError(
-                f"{path} is not a tau2-continual checkpoint (no trainer_state.pt)"
+                f"{path} is not a tau2-continual checkpoint (no continual_state.pt)"
             )
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        weights = path / "model" / "model.safetensors"
-        if weights.is_file():
-            self.model.load_state_dict(load_file(str(weights)), strict=False)
-        self.domain_index = state["domain_index"]
-        self.global_step = state["global_step"]
-        self.baseline = state["baseline"]
-        self.accuracy_matrix = state["accuracy_matrix"]
-        self.log_rows = state["log_rows"]
-        self.nonfinite_losses = state["nonfinite_losses"]
-        self.wall_time_s = state["wall_time_s"]
+        state = torch.load(path / "continual_state.pt", weights_only=False)
+        if state["domains"] != list(self.config.domains):
+            raise ValueError(
+                f"checkpoint {path} is for domains {state['domains']}, config has {self.config.domains}"
+            )
+        for key in (
+            "domain_index",
+            "global_step",
+            "baseline",
+            "accuracy_matrix",
+            "log_rows",
+            "nonfinite_losses",
+            "wall_time_s",
+        ):
+            setattr(self, key, state[key])
         self.cl_algorithm.load_state_dict(state["cl_state"])
         self.trajectory_buffer = TrajectoryBuffer.load(path / "buffer.pkl")
-        if state["optimizer"] is not None:
-            self.optimizer = torch.optim.AdamW(
-                [p for p in self.model.parameters() if p.requires_grad],
-                lr=self.config.learning_rate,
-            )
-            self.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
+        if state["mid_domain"]:  # TRL restores model, optimizer, scheduler, its RNG and step
+            self._resume_engine_checkpoint = str(path)
+        else:
+            _load_weights(self.model, path / "model")
+            optimizer_file = path / "optimizer.pt"
+            self._pending_optimizer_state = (
+                torch.load(optimizer_file, weights_only=False) if optimizer_file.is_file() else None
+            )
         logger.info(
-            "Resumed from %s at domain %d, step %d", path, self.domain_index, self.global_step
+            "Resumed from %s: domain %d, global step %d", path, self.domain_index, self.global_step
         )
+
+
+def _load_weights(model: Any, folder: Path) -> None:
+    """Load saved weights (full model or PEFT adapter) into ``model`` in place."""
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(adapter)))
+        return
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,45 @@
+"""Replay-buffer building blocks shared by the supervised and GRPO trainers: insertion
+policies (generic over items), a CPU tensor memory, read-time augmentation, MIR retrieval and a
+k-means prototype memory."""
+
+from tau2.continual_learning.buffers.augment import (
+    AWGN,
+    Compose,
+    GaussianNoise,
+    RandomShift,
+    make_augmentation,
+)
+from tau2.continual_learning.buffers.kmeans import KMeansMemory
+from tau2.continual_learning.buffers.memory import TensorMemory
+from tau2.continual_learning.buffers.policies import (
+    POLICIES,
+    BalancedLossAwareReservoirPolicy,
+    BalancedReservoirPolicy,
+    ClassBalancedReservoirPolicy,
+    FIFOPolicy,
+    InsertionPolicy,
+    LossAwareReservoirPolicy,
+    ReservoirPolicy,
+    make_insertion_policy,
+)
+from tau2.continual_learning.buffers.retrieval import mir_retrieve
+
+__all__ = [
+    "AWGN",
+    "POLICIES",
+    "BalancedLossAwareReservoirPolicy",
+    "BalancedReservoirPolicy",
+    "ClassBalancedReservoirPolicy",
+    "Compose",
+    "FIFOPolicy",
+    "GaussianNoise",
+    "InsertionPolicy",
+    "KMeansMemory",
+    "LossAwareReservoirPolicy",
+    "RandomShift",
+    "ReservoirPolicy",
+    "TensorMemory",
+    "make_augmentation",
+    "make_insertion_policy",
+    "mir_retrieve",
+]
