@@ -175,6 +175,15 @@ class GRPOTrainer:
         self.wall_time_s = 0.0
         self._task_cache: dict[tuple[str, str], list[DomainTask]] = {}
 
+    @property
+    def rank(self) -> int:
+        """This process's rank under torchrun/accelerate (0 when not distributed)."""
+        return int(os.environ.get("RANK", "0"))
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.rank == 0
+
     # -- the CL algorithm ---------------------------------------------------------------------
     @property
     def cl_algorithm(self) -> CLAlgorithm:
@@ -228,7 +237,8 @@ class GRPOTrainer:
         by_key = {t.key: t for t in self.tasks(self.current_domain, "train")}
         new_tasks = [by_key[k] for k in keys]
         tasks = self.compose_batch(new_tasks)
-        with self._runner(cfg.temperature, seed=cfg.seed * 100_003 + self.global_step) as runner:
+        seed = cfg.seed * 100_003 + self.global_step * 1_009 + self.rank  # distinct per rank
+        with self._runner(cfg.temperature, seed=seed) as runner:
             episodes = runner.run(tasks, num_generations=group)
         for episode in episodes:
             if episode.task.domain == self.current_domain:
@@ -344,8 +354,10 @@ class GRPOTrainer:
             self.domain_index = index + 1
             self.wall_time_s += time.perf_counter() - start
             start = time.perf_counter()
-            self.save_checkpoint()
-            self.write_outputs()
+            self._write_rank_summary()
+            if self.is_main_process:
+                self.save_checkpoint()
+                self.write_outputs()
         return self.metrics()
 
     def _train_domain(self, domain: str) -> None:
@@ -404,6 +416,23 @@ class GRPOTrainer:
         )
         return metrics
 
+    def _write_rank_summary(self) -> None:
+        """Under torchrun, every rank records what it ended with, so runs can be checked for
+        agreement (``rank_summaries/rank-N.json``: matrix, step, a checksum of the weights)."""
+        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            return
+        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+        summary = {
+            "rank": self.rank,
+            "global_step": self.global_step,
+            "baseline": self.baseline,
+            "accuracy_matrix": self.accuracy_matrix,
+            "weights_checksum": checksum,
+        }
+        write_json_atomic(
+            Path(self.config.output_dir) / "rank_summaries" / f"rank-{self.rank}.json", summary
+        )
+
     def write_outputs(self) -> None:
         """metrics.json, training_log.csv and accuracy_matrix.png in ``output_dir``."""
         out = Path(self.config.output_dir)
@@ -441,7 +470,10 @@ class GRPOTrainer:
 
     def write_continual_state(self, folder: Path, mid_domain: bool) -> None:
         """Add our state (buffer, CL state, matrix, RNG, position) to a checkpoint folder and
-        point ``checkpoints/latest`` at it; the pointer moves only once everything is written."""
+        point ``checkpoints/latest`` at it; the pointer moves only once everything is written.
+        Only the main process writes (its buffer is the one restored on resume)."""
+        if not self.is_main_process:
+            return
         torch.save(self._continual_state(mid_domain), folder / ".continual_state.pt.tmp")
         self.trajectory_buffer.save(folder / "buffer.pkl")
         os.replace(folder / ".continual_state.pt.tmp", folder / "continual_state.pt")
