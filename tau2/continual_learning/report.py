@@ -16,13 +16,10 @@ RULE = "=" * 80
 def statistics_banner(domain: str, stats: dict[str, Any]) -> str:
     """The replay statistics block printed after each domain (docs: 'Monitoring Replay')."""
     lines = [RULE, f"Experience Replay Statistics for {domain}", RULE]
-    lines.append(f"Algorithm: {stats.get('algorithm', '?')}")
     if "total_replay_samples" in stats:
         lines.append(f"Total replay samples used: {stats['total_replay_samples']}")
         lines.append("Replay samples per domain:")
         lines += [f"  {d}: {n}" for d, n in stats.get("replay_samples_per_domain", {}).items()]
-    if "replay_ratio" in stats:
-        lines.append(f"Current replay ratio: {stats['replay_ratio']:.2f}")
     if "buffer_sizes" in stats:
         lines.append("Buffer sizes:")
         lines += [f"  {d}: {n}" for d, n in stats["buffer_sizes"].items()]
