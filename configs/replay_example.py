@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
@@ -49,10 +48,11 @@ def run(config: GRPOConfig, algorithm=None) -> dict:
     return trainer.train()
 
 
-def compare(config: GRPOConfig) -> list[dict]:
+def compare(flags: list[str], output_dir: Path) -> list[dict]:
+    """Run the three algorithms with the same flags (hence the same seed)."""
     rows = []
     for name in ("sequential", "replay", "adaptive_replay"):
-        sub = replace(config, cl_algorithm=name, output_dir=str(Path(config.output_dir) / name))
+        sub = parse_config([*flags, "--cl_algorithm", name, "--output_dir", str(output_dir / name)])
         metrics = run(sub)
         rows.append(
             {
@@ -87,10 +87,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mode, flags = argv[0], argv[1:]
     if mode == "compare":
-        config = parse_config(["--output_dir", "outputs/replay_compare", *flags])
-        rows = compare(config)
+        out = Path(parse_config(["--output_dir", "outputs/replay_compare", *flags]).output_dir)
+        rows = compare(flags, out)
         table = markdown_table(rows)
-        out = Path(config.output_dir)
         (out / "comparison.md").write_text(table + "\n")
         write_rows_csv(out / "comparison.csv", rows)
         print(table)
