@@ -115,6 +115,13 @@ class GRPOConfig(trl.GRPOConfig):
     probe_tasks_per_domain: int = field(
         default=4, metadata={"help": "Adaptive replay: test tasks per earlier domain per probe."}
     )
+    bc_weight: float = field(
+        default=0.1,
+        metadata={"help": "CLEAR: weight of the behaviour-cloning KL on replayed trajectories."},
+    )
+    bc_batch_size: int = field(
+        default=2, metadata={"help": "CLEAR: stored trajectories cloned per optimisation step."}
+    )
     reset_optimizer_between_domains: bool = field(
         default=False, metadata={"help": "Fresh optimizer/scheduler at each domain start."}
     )
@@ -330,5 +337,7 @@ class GRPOConfig(trl.GRPOConfig):
             self.max_consecutive_nonfinite_losses,
             "an integer >= 1",
         )
+        _check(self.bc_weight >= 0.0, "bc_weight", self.bc_weight, ">= 0")
+        _check(self.bc_batch_size >= 1, "bc_batch_size", self.bc_batch_size, "an integer >= 1")
         _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")

@@ -78,6 +78,8 @@ def build_cl_algorithm(config: GRPOConfig) -> CLAlgorithm:
         "forgetting_threshold": config.forgetting_threshold,
         "probe_interval": config.probe_interval,
         "probe_tasks": config.probe_tasks_per_domain,
+        "bc_weight": config.bc_weight,
+        "bc_batch_size": config.bc_batch_size,
     }
     import inspect
 
