@@ -231,6 +231,15 @@ class GRPOTrainer:
             **extra,
         )
 
+    def run_episodes(
+        self, tasks: list[DomainTask], num_generations: int, temperature: float, seed: int
+    ) -> list[Any]:
+        """Episodes of ``tasks`` with the current policy (bf16 autocast when configured)."""
+        device_type = next(self.model.parameters()).device.type
+        autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
+        with autocast, self._runner(temperature, seed=seed) as runner:
+            return runner.run(tasks, num_generations=num_generations)
+
     def rollout(self, prompts: list[str], engine: Any = None) -> dict[str, list[Any]]:
         """TRL ``rollout_func``: ``prompts`` are task keys, repeated ``num_generations`` times."""
         cfg = self.config
@@ -240,8 +249,7 @@ class GRPOTrainer:
         new_tasks = [by_key[k] for k in keys]
         tasks = self.compose_batch(new_tasks)
         seed = cfg.seed * 100_003 + self.global_step * 1_009 + self.rank  # distinct per rank
-        with self._runner(cfg.temperature, seed=seed) as runner:
-            episodes = runner.run(tasks, num_generations=group)
+        episodes = self.run_episodes(tasks, group, cfg.temperature, seed)
         for episode in episodes:
             if episode.task.domain == self.current_domain:
                 self.trajectory_buffer.add_episode(episode, step=self.global_step)
@@ -279,10 +287,7 @@ class GRPOTrainer:
     def evaluate_domain(self, domain: str, limit: int | None = None) -> float:
         """pass^1 on ``domain``'s test tasks (the first ``limit`` ones if given)."""
         tasks = self.tasks(domain, "test")[:limit] if limit else self.tasks(domain, "test")
-        with self._runner(
-            max(self.config.eval_temperature, 0.0), seed=self.config.seed + 7
-        ) as runner:
-            episodes = runner.run(tasks, num_generations=1)
+        episodes = self.run_episodes(tasks, 1, self.config.eval_temperature, self.config.seed + 7)
         return float(np.mean([e.reward for e in episodes])) if episodes else 0.0
 
     def evaluate_all(self, desc: str) -> list[float]:
