@@ -1,0 +1,113 @@
+"""Check that replaying every task's gold actions through the runner's tool path scores 1.0,
+and that empty episodes score what TAU2_GUIDE.md says (1.0 exactly on the trivial tasks).
+
+The gold actions become ``<tool_call>`` turns of a scripted policy, so parsing,
+``env.get_response``, trajectory building and tau2's evaluators are the production code.
+Prints one summary line per domain and check, and exits 1 on any mismatch.
+
+    python scripts/check_gold_replay.py                      # airline + retail, all tasks
+    python scripts/check_gold_replay.py --domains telecom --split train --skills
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tau2.continual_learning import load_tokenizer
+from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
+from tau2.continual_learning.rollout.replay import ScriptedPolicy, ScriptedUser, gold_script
+from tau2.continual_learning.rollout.scoring import Scorer
+
+logger = logging.getLogger("check_gold_replay")
+
+
+def unique_anchor_batches(tasks: list) -> list[list]:
+    """Batches in which no two solo tasks share a ticket (the scripted policy tells
+    episodes apart by it; some telecom tasks differ only in persona)."""
+    batches: list[tuple[set, list]] = []
+    for task in tasks:
+        anchor = task.task.ticket if task.solo else task.key
+        target = next((b for b in batches if anchor not in b[0]), None)
+        if target is None:
+            target = (set(), [])
+            batches.append(target)
+        target[0].add(anchor)
+        target[1].append(task)
+    return [b[1] for b in batches]
+
+
+def check_gold(tokenizer, tasks: list, workers: int) -> list[str]:
+    failures = []
+    for batch in unique_anchor_batches(tasks):
+        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=CALL_PREFIX)
+        with EpisodeRunner(
+            policy,
+            user=ScriptedUser(),
+            max_turns=60,
+            max_new_tokens_per_turn=4096,
+            max_context_tokens=1 << 20,
+            scoring_workers=workers,
+        ) as runner:
+            failures += [
+                f"{e.key}: {e.reward} ({e.termination_reason})"
+                for e in runner.run(batch)
+                if e.reward != 1.0
+            ]
+    return failures
+
+
+def check_empty(tasks: list, workers: int) -> list[str]:
+    with Scorer(workers) as scorer:
+        futures = [
+            scorer.submit(
+                t.domain, t.task, [], "agent_stop" if t.solo else "user_stop", t.env_solo_mode
+            )
+            for t in tasks
+        ]
+        rewards = [f.result()[0] for f in futures]
+    return [
+        f"{t.key}: empty scores {r}, trivial={t.trivial}"
+        for t, r in zip(tasks, rewards, strict=True)
+        if (r == 1.0) != t.trivial
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--domains", nargs="+", default=["airline", "retail"])
+    parser.add_argument("--split", default="base")
+    parser.add_argument(
+        "--skills", action="store_true", help="check skill tasks (train + test) instead"
+    )
+    parser.add_argument("--scoring_workers", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tokenizer = load_tokenizer()
+    ok = True
+    for domain in args.domains:
+        if args.skills:
+            tasks = load_tasks(domain, "train", "skills") + load_tasks(domain, "test", "skills")
+        else:
+            tasks = load_tasks(domain, args.split)
+        for check, failures in (
+            ("gold replay", check_gold(tokenizer, tasks, args.scoring_workers)),
+            ("empty episode", check_empty(tasks, args.scoring_workers)),
+        ):
+            ok &= not failures
+            logger.info(
+                "%s %s: %d/%d as expected", domain, check, len(tasks) - len(failures), len(tasks)
+            )
+            for failure in failures:
+                logger.info("  MISMATCH %s", failure)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Rewards from tau2's own evaluators, computed offline, inline or in a process pool.
+
+:func:`score_trajectory` does what ``tau2.evaluator.evaluator.evaluate_simulation`` does for
+``EvaluationType.ALL`` (multiply the evaluators named in the task's ``reward_basis``) but calls
+the environment, action and communicate evaluators directly, so neither the registry nor
+litellm is imported, and it skips evaluators outside the basis (their result would be
+discarded). This module does not import torch, so pool workers start quickly.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import concurrent.futures.process
+import logging
+import multiprocessing
+from typing import TYPE_CHECKING, Any
+
+from tau2.continual_learning import hygiene
+
+hygiene.configure_tau2_environment()
+
+if TYPE_CHECKING:
+    from tau2.data_model.message import Message
+    from tau2.data_model.tasks import Task
+
+logger = logging.getLogger(__name__)
+
+SCORED_TERMINATIONS = frozenset({"agent_stop", "user_stop"})
+"""Only these end reasons are scored; tau2 gives every other one reward 0."""
+
+
+def score_trajectory(
+    domain: str, task: Task, messages: list[Message], termination_reason: str, solo_mode: bool
+) -> tuple[float, dict[str, Any]]:
+    """``(reward, reward_info)`` for one finished episode; ``reward_info`` is tau2's
+    ``RewardInfo`` as a JSON-able dict. Evaluator exceptions (e.g. a replayed tool result
+    that differs) give reward 0 with ``reward_info["error"]`` set."""
+    from tau2.data_model.simulation import RewardInfo
+    from tau2.data_model.tasks import RewardType
+    from tau2.evaluator.evaluator_action import ActionEvaluator
+    from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
+    from tau2.evaluator.evaluator_env import EnvironmentEvaluator
+
+    from tau2.continual_learning.rollout.domains import environment_constructor
+
+    if termination_reason not in SCORED_TERMINATIONS:
+        note = f"Simulation terminated prematurely. Termination reason: {termination_reason}"
+        return 0.0, {"reward": 0.0, "info": {"note": note}}
+    criteria = task.evaluation_criteria
+    if criteria is None:
+        return 1.0, {"reward": 1.0, "info": {"note": "No evaluation criteria"}}
+    basis = set(criteria.reward_basis)
+    if RewardType.NL_ASSERTION in basis:
+        note = "NL_ASSERTION needs an LLM judge; not supported by the offline scorer"
+        return 0.0, {"reward": 0.0, "error": note}
+    try:
+        parts: dict[str, RewardInfo] = {}
+        if basis & {RewardType.DB, RewardType.ENV_ASSERTION}:
+            parts["env"] = EnvironmentEvaluator.calculate_reward(
+                environment_constructor=environment_constructor(domain),
+                task=task,
+                full_trajectory=messages,
+                solo_mode=solo_mode,
+            )
+        if RewardType.ACTION in basis:
+            parts["action"] = ActionEvaluator.calculate_reward(task=task, full_trajectory=messages)
+        if RewardType.COMMUNICATE in basis:
+            parts["communicate"] = CommunicateEvaluator.calculate_reward(
+                task=task, full_trajectory=messages
+            )
+    except Exception as exc:  # tau2 raises ValueError when a replayed tool result differs
+        logger.warning("Scoring %s/%s failed: %s", domain, task.id, exc)
+        return 0.0, {"reward": 0.0, "error": f"{type(exc).__name__}: {exc}"}
+    reward = 1.0
+    breakdown: dict[Any, float] = {}
+    for part in parts.values():
+        reward *= part.reward
+        breakdown.update(part.reward_breakdown or {})
+    env, action, comm = parts.get("env"), parts.get("action"), parts.get("communicate")
+    info = RewardInfo(
+        reward=reward,
+        db_check=env.db_check if env else None,
+        env_assertions=env.env_assertions if env else None,
+        action_checks=action.action_checks if action else None,
+        communicate_checks=comm.communicate_checks if comm else None,
+        reward_basis=criteria.reward_basis,
+        reward_breakdown=breakdown,
+        info={name: part.info for name, part in parts.items()},
+    )
+    return reward, info.model_dump(mode="json")
+
+
+class Scorer:
+    """Runs :func:`score_trajectory` inline (``workers=0``) or in a process pool (``workers>0``)
+    so that scoring overlaps generation. Use as a context manager or call :meth:`close`.
+
+    Workers are forked where the platform allows it (they only run tau2's evaluators, no
+    torch), so scripts need no ``if __name__ == "__main__"`` guard; elsewhere they are
+    spawned. If the pool breaks, scoring falls back to inline.
+    """
+
+    def __init__(self, workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"scoring_workers must be >= 0 (0 = inline), got {workers}")
+        self.workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def submit(
+        self,
+        domain: str,
+        task: Task,
+        messages: list[Message],
+        termination_reason: str,
+        solo_mode: bool,
+    ) -> concurrent.futures.Future:
+        """A future of ``(reward, reward_info)``; inline scoring returns a completed future."""
+        args = (domain, task, messages, termination_reason, solo_mode)
+        if self.workers > 0:
+            try:
+                return self._get_pool().submit(score_trajectory, *args)
+            except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
+                logger.warning("Scoring pool unusable (%s); scoring inline from now on", exc)
+                self.close()
+                self.workers = 0
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(score_trajectory(*args))
+        return future
+
+    def _get_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=hygiene.configure_tau2_environment,
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Shut the pool down (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tau2.continual_learning.rollout import Generation, HFPolicy, SamplingParams, VLLMPolicy
+from tau2.continual_learning.rollout.policy import split_generation
+from tau2.continual_learning.rollout.prompt import ChatFormat
+
+
+def _rescored(model, prompt, generation, temperature):
+    ids = torch.tensor([prompt + generation.token_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1] / temperature
+    return logits.log_softmax(-1).gather(1, torch.tensor(generation.token_ids)[:, None]).squeeze(1)
+
+
+def test_logprobs_are_those_of_the_sampling_distribution(tokenizer, tiny_model):
+    chat = ChatFormat.from_tokenizer(tokenizer)
+    prompts = [
+        chat.prompt_ids("You are helpful.", [("user", "hello there, how are you")]),
+        chat.prompt_ids("s", [("user", "hi")], "<tool_call>"),
+    ]
+    policy = HFPolicy(tiny_model, tokenizer)
+    generations = policy.generate(
+        prompts, SamplingParams(max_new_tokens=12, temperature=0.7), seed=3
+    )
+    assert len(generations) == 2
+    for prompt, generation in zip(prompts, generations, strict=True):
+        assert len(generation.token_ids) == len(generation.logprobs) > 0
+        expected = _rescored(tiny_model, prompt, generation, 0.7)
+        assert torch.allclose(expected, torch.tensor(generation.logprobs), atol=1e-4)
+
+
+def test_top_p_logprobs_are_renormalised(tokenizer, tiny_model):
+    chat = ChatFormat.from_tokenizer(tokenizer)
+    prompt = chat.prompt_ids("s", [("user", "count to ten")])
+    (generation,) = HFPolicy(tiny_model, tokenizer).generate(
+        [prompt], SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.5), seed=0
+    )
+    plain = _rescored(tiny_model, prompt, generation, 1.0)
+    assert all(lp >= p - 1e-5 for lp, p in zip(generation.logprobs, plain.tolist(), strict=True))
+
+
+def test_seeded_sampling_is_deterministic_and_global_rng_untouched(tokenizer, tiny_model):
+    policy = HFPolicy(tiny_model, tokenizer)
+    prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi")])
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = policy.generate([prompt], SamplingParams(max_new_tokens=10), seed=7)
+    after = torch.rand(1)
+    second = policy.generate([prompt], SamplingParams(max_new_tokens=10), seed=7)
+    assert first == second
+    assert torch.equal(before, after)
+
+
+def test_the_model_is_used_by_reference(tokenizer):
+    from tau2.continual_learning.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tokenizer, seed=1)
+    policy = HFPolicy(model, tokenizer)
+    prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi")])
+    sampling = SamplingParams(max_new_tokens=5, temperature=0)
+    (before,) = policy.generate([prompt], sampling)
+    with torch.no_grad():  # an in-place update, as a trainer makes: all logits become 0
+        model.model.norm.weight.zero_()
+    (after,) = policy.generate([prompt], sampling)
+    assert after.token_ids == [0] * 5 != before.token_ids
+    assert after.finish_reason == "length" and model.training is False
+
+
+def test_split_generation_cuts_after_the_first_stop_id():
+    assert split_generation([5, 6, 2, 2], [-1.0, -2.0, -3.0, 0.0], stop_id=2) == Generation(
+        [5, 6, 2], [-1.0, -2.0, -3.0], "eos"
+    )
+    assert split_generation([5, 6], [-1.0, -2.0], stop_id=2) == Generation(
+        [5, 6], [-1.0, -2.0], "length"
+    )
+
+
+def test_stop_strings_end_the_turn(tokenizer):
+    ids = tokenizer('{"a": 1}</tool_call> more', add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
+    generation = split_generation(
+        ids, [-1.0] * len(ids), tokenizer.eos_token_id, tokenizer, ("</tool_call>",)
+    )
+    assert generation.finish_reason == "stop" and generation.finished
+    assert tokenizer.decode(generation.token_ids) == '{"a": 1}</tool_call>'
+
+
+def test_batched_greedy_matches_one_at_a_time(tokenizer, tiny_model):
+    chat = ChatFormat.from_tokenizer(tokenizer)
+    prompts = [
+        chat.prompt_ids("s", [("user", "a much longer message to pad the batch " * 3)]),
+        chat.prompt_ids("s", [("user", "hi")]),
+    ]
+    policy = HFPolicy(tiny_model, tokenizer)
+    sampling = SamplingParams(max_new_tokens=6, temperature=0)
+    batched = policy.generate(prompts, sampling)
+    single = [policy.generate([p], sampling)[0] for p in prompts]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+
+
+def test_invalid_sampling_params_are_rejected():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+
+
+def test_vllm_policy_without_vllm_raises_a_clear_import_error(tokenizer):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"pip install 'tau2-continual\[vllm\]'"):
+            VLLMPolicy("some/model", tokenizer)
+    else:  # vllm present (GPU machine): the interface must still hold
+        assert callable(VLLMPolicy.generate)
