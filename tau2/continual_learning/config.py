@@ -71,7 +71,7 @@ class GRPOConfig(trl.GRPOConfig):
         metadata={"help": "'skills' (compact tasks, CPU friendly) or 'tau2' (official tasks)."},
     )
     skills_seed: int = field(default=0, metadata={"help": "Seed of the generated skill tasks."})
-    max_steps_per_domain: int = field(default=8, metadata={"help": "GRPO steps per domain."})
+    max_steps_per_domain: int = field(default=3, metadata={"help": "GRPO steps per domain."})
     eval_tasks_per_domain: int | None = field(
         default=None, metadata={"help": "Cap on test tasks scored per domain (default: all)."}
     )
@@ -135,14 +135,14 @@ class GRPOConfig(trl.GRPOConfig):
     )
     # -- batch shape ------------------------------------------------------------------------
     batch_size_per_gpu: int = field(
-        default=4, metadata={"help": "Task groups per process per step."}
+        default=2, metadata={"help": "Task groups per process per step."}
     )
     num_samples_per_prompt: int = field(
         default=4, metadata={"help": "GRPO group size: episodes per task."}
     )
     # -- rollouts ---------------------------------------------------------------------------
-    max_turns: int = field(default=4, metadata={"help": "Agent turns per episode."})
-    max_new_tokens_per_turn: int = field(default=64, metadata={"help": "Tokens per agent turn."})
+    max_turns: int = field(default=3, metadata={"help": "Agent turns per episode."})
+    max_new_tokens_per_turn: int = field(default=48, metadata={"help": "Tokens per agent turn."})
     max_context_tokens: int = field(default=2048, metadata={"help": "Episode context limit."})
     assistant_prefix: str | None = field(
         default=None,

@@ -176,6 +176,8 @@ class GRPOTrainer:
         self.domain_index = 0
         self.wall_time_s = 0.0
         self._task_cache: dict[tuple[str, str], list[DomainTask]] = {}
+        self.last_eval_episodes: dict[str, list[Any]] = {}
+        """The latest evaluation's episodes per domain (for inspection and reports)."""
 
     @property
     def rank(self) -> int:
@@ -288,6 +290,8 @@ class GRPOTrainer:
         """pass^1 on ``domain``'s test tasks (the first ``limit`` ones if given)."""
         tasks = self.tasks(domain, "test")[:limit] if limit else self.tasks(domain, "test")
         episodes = self.run_episodes(tasks, 1, self.config.eval_temperature, self.config.seed + 7)
+        if episodes:
+            self.last_eval_episodes[domain] = episodes
         return float(np.mean([e.reward for e in episodes])) if episodes else 0.0
 
     def evaluate_all(self, desc: str) -> list[float]:

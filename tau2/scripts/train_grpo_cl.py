@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     }
     print(json.dumps(summary, indent=2))
+    for episodes in trainer.last_eval_episodes.values():
+        best = max(episodes, key=lambda e: e.reward)
+        print(
+            f"--- what the model did on {best.task.key} (reward {best.reward}, {best.termination_reason}):"
+        )
+        print(best.completion_text.strip()[:1500])
     print(
         f"Outputs written to {config.output_dir}: metrics.json, training_log.csv, accuracy_matrix.png"
     )

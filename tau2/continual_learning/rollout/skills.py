@@ -35,7 +35,9 @@ from tau2.continual_learning.rollout.domains import (
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, format_call, render_signatures
 
 SKILL_SPLITS = ("train", "test")
-TEST_FRACTION = 0.25
+TEST_PER_TEMPLATE = 2
+"""Held-out tasks per template: a small, template-balanced test split, so that scoring every
+domain after every domain (the accuracy matrix) stays affordable on a CPU."""
 MAX_PER_TEMPLATE = 60
 NUM_DISTRACTORS = 2
 HINT_FRACTION = 0.5
@@ -378,7 +380,7 @@ def _skill_splits(domain: str, seed: int) -> dict[str, tuple[DomainTask, ...]]:
         skills = list({s.task_id: s for s in by_template[template]}.values())
         rng.shuffle(skills)
         skills = skills[:MAX_PER_TEMPLATE]
-        num_test = max(1, round(len(skills) * TEST_FRACTION)) if len(skills) > 1 else 0
+        num_test = min(TEST_PER_TEMPLATE, len(skills) - 1)
         for index, skill in enumerate(skills):
             pool = [t for t in DISTRACTORS[domain] if t not in skill.tools]
             distractors = tuple(rng.sample(pool, NUM_DISTRACTORS))
