@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,8 +53,9 @@ class CLAlgorithm:
 
     def num_replay_slots(self, batch_size: int) -> int:
         """How many of a step's ``batch_size`` task groups are reserved for replay: by default
-        ``round(self.replay_ratio * batch_size)`` (0 for algorithms without a ratio)."""
-        return round(float(getattr(self, "replay_ratio", 0.0)) * batch_size)
+        ``replay_ratio * batch_size`` rounded half up (so 0.25 of 2 groups is 1, not Python's
+        banker's-rounded 0); 0 for algorithms without a ratio."""
+        return math.floor(float(getattr(self, "replay_ratio", 0.0)) * batch_size + 0.5)
 
     def extra_loss(self, model: Any, batch: Any, current_domain: str) -> Any | None:
         """An additional loss tensor for this step, or ``None``."""

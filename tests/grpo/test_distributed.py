@@ -8,10 +8,8 @@ import subprocess
 import sys
 
 
-def test_two_process_torchrun_ranks_agree(tmp_path, tokenizer, tiny_model):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
+    model_dir = tiny_model_dir
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",

@@ -34,23 +34,18 @@ def blocks(language: str) -> list[str]:
 
 
 @pytest.fixture
-def small_grpo_config(tmp_path, tokenizer, tiny_model, monkeypatch):
+def small_grpo_config(tmp_path, tiny_model_dir, tiny_run, monkeypatch):
     """``GRPOConfig`` as the docs call it, shrunk to a seconds-long run with the tiny model."""
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    small = dict(
-        model_name_or_path=str(model_dir),
-        output_dir=str(tmp_path / "out"),
-        domains=["telecom", "retail"],
-        max_steps_per_domain=1,
-        batch_size_per_gpu=2,
-        num_samples_per_prompt=2,
-        eval_tasks_per_domain=1,
-        max_turns=1,
-        max_new_tokens_per_turn=8,
-        report_to=[],
-    )
+    small = {
+        **tiny_run,
+        "model_name_or_path": str(tiny_model_dir),
+        "output_dir": str(tmp_path / "out"),
+        "domains": ["telecom", "retail"],
+        "max_steps_per_domain": 1,
+        "eval_tasks_per_domain": 1,
+    }
+    for key in ("min_buffer_size", "replay_ratio"):  # the examples set their own
+        small.pop(key)
 
     def make(**kwargs):
         return GRPOConfig(**{**small, **kwargs})

@@ -132,3 +132,17 @@ def test_adaptive_ratio_holds_inside_the_dead_band():
 def test_adaptive_rejects_ratio_outside_bounds():
     with pytest.raises(ValueError, match="initial_replay_ratio"):
         AdaptiveReplayCL(initial_replay_ratio=0.8, max_replay_ratio=0.5)
+
+
+@pytest.mark.parametrize(
+    "ratio,size,slots", [(0.25, 2, 1), (0.25, 4, 1), (0.3, 2, 1), (0.2, 2, 0), (0.5, 3, 2)]
+)
+def test_replay_slots_round_half_up(ratio, size, slots):
+    assert ReplayCL(replay_ratio=ratio).num_replay_slots(size) == slots
+
+
+def test_default_config_replays_at_least_one_group():
+    config = GRPOConfig()
+    assert (
+        ReplayCL(replay_ratio=config.replay_ratio).num_replay_slots(config.batch_size_per_gpu) >= 1
+    )

@@ -11,10 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_compare_prints_and_writes_the_table(tmp_path, tokenizer, tiny_model):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+def test_compare_prints_and_writes_the_table(tmp_path, tiny_model_dir):
+    model_dir = tiny_model_dir
     out = tmp_path / "compare"
     flags = [
         "--model_name_or_path", str(model_dir),

@@ -9,21 +9,7 @@ from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import ReplayCL
 from tau2.continual_learning.tiny_model import build_tiny_model
 
-SETTINGS = dict(
-    domains=["retail", "telecom"],
-    max_steps_per_domain=3,
-    batch_size_per_gpu=2,
-    num_samples_per_prompt=2,
-    eval_tasks_per_domain=2,
-    max_turns=1,
-    max_new_tokens_per_turn=8,
-    min_buffer_size=1,
-    replay_ratio=0.5,
-    save_steps=1,
-    report_to=[],
-    seed=3,
-    learning_rate=1e-3,
-)
+RESUME = dict(max_steps_per_domain=3, save_steps=1, seed=3, learning_rate=1e-3)
 
 
 class Interrupted(Exception):
@@ -41,8 +27,8 @@ class CrashingReplayCL(ReplayCL):
             raise Interrupted
 
 
-def run(tmp_path, tokenizer, algorithm_cls, resume=False):
-    config = GRPOConfig(output_dir=str(tmp_path), **SETTINGS)
+def run(tmp_path, tokenizer, algorithm_cls, settings, resume=False):
+    config = GRPOConfig(output_dir=str(tmp_path), **settings, **RESUME)
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
     trainer.cl_algorithm = algorithm_cls(replay_ratio=0.5, min_buffer_size=1)
     if resume:
@@ -64,17 +50,17 @@ def signature(trainer):
     )
 
 
-def test_resume_mid_domain_matches_uninterrupted_run(tmp_path, tokenizer):
-    reference = run(tmp_path / "a", tokenizer, ReplayCL)
+def test_resume_mid_domain_matches_uninterrupted_run(tmp_path, tokenizer, tiny_run):
+    reference = run(tmp_path / "a", tokenizer, ReplayCL, tiny_run)
     reference.train()
 
-    crashed = run(tmp_path / "b", tokenizer, CrashingReplayCL)
+    crashed = run(tmp_path / "b", tokenizer, CrashingReplayCL, tiny_run)
     with pytest.raises(Interrupted):
         crashed.train()
     latest = (tmp_path / "b" / "checkpoints" / "latest").read_text()
     assert latest.startswith("domain-01-telecom/checkpoint-")  # mid-domain checkpoint
 
-    resumed = run(tmp_path / "b", tokenizer, ReplayCL, resume=True)
+    resumed = run(tmp_path / "b", tokenizer, ReplayCL, tiny_run, resume=True)
     assert resumed.domain_index == 1 and resumed.global_step == 4
     resumed.train()
 
@@ -86,7 +72,7 @@ def test_resume_mid_domain_matches_uninterrupted_run(tmp_path, tokenizer):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def test_resume_rejects_a_foreign_checkpoint(tmp_path, tokenizer):
-    trainer = run(tmp_path, tokenizer, ReplayCL)
+def test_resume_rejects_a_foreign_checkpoint(tmp_path, tokenizer, tiny_run):
+    trainer = run(tmp_path, tokenizer, ReplayCL, tiny_run)
     with pytest.raises(FileNotFoundError, match="not a tau2-continual checkpoint"):
         trainer.load_checkpoint(tmp_path)

@@ -11,27 +11,18 @@ from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import AdaptiveReplayCL, CLAlgorithm, ReplayCL
 from tau2.continual_learning.trainer import NonFiniteLossError
 
-SMALL = dict(
-    domains=["retail", "telecom"],
-    max_steps_per_domain=2,
-    batch_size_per_gpu=2,
-    num_samples_per_prompt=2,
-    eval_tasks_per_domain=2,
-    max_turns=1,
-    max_new_tokens_per_turn=8,
-    min_buffer_size=1,
-    replay_ratio=0.5,
-    report_to=[],
-    seed=0,
-)
+
+@pytest.fixture
+def small_config(tmp_path, tiny_run):
+    def make(**overrides) -> GRPOConfig:
+        settings = {**tiny_run, "max_steps_per_domain": 2, "seed": 0, **overrides}
+        return GRPOConfig(output_dir=str(tmp_path), **settings)
+
+    return make
 
 
-def small_config(tmp_path, **overrides) -> GRPOConfig:
-    return GRPOConfig(output_dir=str(tmp_path), **{**SMALL, **overrides})
-
-
-def test_seed_replay_example_runs_and_writes_outputs(tmp_path, tokenizer, tiny_model):
-    trainer = GRPOTrainer(small_config(tmp_path), model=tiny_model, tokenizer=tokenizer)
+def test_seed_replay_example_runs_and_writes_outputs(tmp_path, small_config, tokenizer, tiny_model):
+    trainer = GRPOTrainer(small_config(), model=tiny_model, tokenizer=tokenizer)
     trainer.cl_algorithm = ReplayCL(
         replay_ratio=0.5, replay_strategy="high_reward", min_buffer_size=1, replay_all_domains=True
     )
@@ -52,8 +43,8 @@ def test_seed_replay_example_runs_and_writes_outputs(tmp_path, tokenizer, tiny_m
     assert trainer.global_step == 4
 
 
-def test_adaptive_replay_example_constructs(tmp_path, tokenizer, tiny_model):
-    config = small_config(tmp_path, cl_algorithm="adaptive_replay", replay_ratio=0.2)
+def test_adaptive_replay_example_constructs(small_config, tokenizer, tiny_model):
+    config = small_config(cl_algorithm="adaptive_replay", replay_ratio=0.2)
     trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
     assert isinstance(trainer.cl_algorithm, AdaptiveReplayCL)
     trainer.cl_algorithm = AdaptiveReplayCL(
@@ -79,8 +70,8 @@ class NaNLossCL(CLAlgorithm):
         return torch.tensor(float("nan")) if self.calls in self.nan_calls else None
 
 
-def test_a_nan_loss_skips_the_update_and_is_counted(tmp_path, tokenizer, tiny_model):
-    config = small_config(tmp_path, domains=["telecom"], max_steps_per_domain=3)
+def test_a_nan_loss_skips_the_update_and_is_counted(small_config, tokenizer, tiny_model):
+    config = small_config(domains=["telecom"], max_steps_per_domain=3)
     trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
     trainer.cl_algorithm = NaNLossCL(nan_calls={2})
     metrics = trainer.train()
@@ -89,9 +80,9 @@ def test_a_nan_loss_skips_the_update_and_is_counted(tmp_path, tokenizer, tiny_mo
     assert all(torch.isfinite(p).all() for p in tiny_model.parameters())
 
 
-def test_consecutive_nan_losses_stop_the_run(tmp_path, tokenizer, tiny_model):
+def test_consecutive_nan_losses_stop_the_run(small_config, tokenizer, tiny_model):
     config = small_config(
-        tmp_path, domains=["telecom"], max_steps_per_domain=3, max_consecutive_nonfinite_losses=2
+        domains=["telecom"], max_steps_per_domain=3, max_consecutive_nonfinite_losses=2
     )
     trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
     trainer.cl_algorithm = NaNLossCL(nan_calls={1, 2, 3, 4})
