@@ -13,7 +13,7 @@ RESUME = dict(max_steps_per_domain=3, save_steps=1, seed=3, learning_rate=1e-3)
 
 
 class Interrupted(Exception):
-    pass
+    """Stands in for the process being killed."""
 
 
 class CrashingReplayCL(ReplayCL):

@@ -78,7 +78,7 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, *args):
-        pass
+        """Keep the test output free of request logs."""
 
 
 @pytest.fixture
