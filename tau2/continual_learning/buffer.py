@@ -11,8 +11,8 @@ per-trajectory "loss" score (failed episodes count as hard). *Sampling* is a sep
 * ``recent`` - weighted linearly by insertion order (the newest record has the largest weight);
 * ``balanced`` - equal shares across the requested domains and, inside a domain, across tasks.
 
-Adding and sampling are O(1) amortised per record (sampling draws from the stored records only);
-memory is bounded by ``capacity`` per domain.
+Adding is O(1) amortised per record; sampling is linear in the stored records of the requested
+domains (never in how many were ever added); memory is bounded by ``capacity`` per domain.
 """
 
 from __future__ import annotations

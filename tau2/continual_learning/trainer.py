@@ -21,6 +21,7 @@ One optimizer (and its state) is kept across domains unless
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import random
@@ -81,8 +82,6 @@ def build_cl_algorithm(config: GRPOConfig) -> CLAlgorithm:
         "bc_weight": config.bc_weight,
         "bc_batch_size": config.bc_batch_size,
     }
-    import inspect
-
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in params.items() if k in accepted})
 
