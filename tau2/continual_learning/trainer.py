@@ -254,7 +254,6 @@ class GRPOTrainer:
         for episode in episodes:
             if episode.task.domain == self.current_domain:
                 self.trajectory_buffer.add_episode(episode, step=self.global_step)
-        self._last_rewards = [e.reward for e in episodes]
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids or [self.tokenizer.eos_token_id] for e in episodes],
