@@ -1,11 +1,15 @@
 """Rollout throughput: the same episodes run batched by EpisodeRunner and one at a time.
 
-"One at a time" is how tau2's orchestrator works: one episode, one model call per turn,
-scored inline after it ends. Both runs use the same model, tasks, seed and limits, in one
-process. Prints one JSON line with the figures (see docs/rollout.md for recorded numbers).
+"One at a time" is how tau2's orchestrator works: one episode, one stateless model call per
+turn over the whole conversation, scored inline after it ends. "Batched" is EpisodeRunner with
+HFPolicy as the trainer uses it: all episodes advance together, one call per turn, keys/values
+of earlier turns reused (prefix cache). A third run, batched without the prefix cache, shows
+what each part contributes. All runs use the same model, tasks, seed, limits and precision, in
+one process. Prints one JSON line (see docs/rollout.md for recorded numbers).
 
     python benchmarks/rollout_throughput.py                 # embedded SmolLM2-135M-Instruct
     python benchmarks/rollout_throughput.py --model tiny    # tiny random model (smoke run)
+    python benchmarks/rollout_throughput.py --group_size 4  # 4 tasks x 4 episodes (GRPO groups)
 """
 
 from __future__ import annotations
@@ -17,21 +21,29 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import torch
+
 from tau2.continual_learning import load_model_and_tokenizer, load_tokenizer
+from tau2.continual_learning.config import bf16_supported
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
-def skill_mix(num_episodes: int) -> list:
-    """``num_episodes`` skill tasks taken round-robin from the three skill domains."""
+def skill_mix(num_tasks: int) -> list:
+    """``num_tasks`` skill tasks taken round-robin from the three skill domains."""
     pools = [load_tasks(d, "train", task_source="skills") for d in ("airline", "retail", "telecom")]
-    return [pools[i % 3][i // 3] for i in range(num_episodes)]
+    return [pools[i % 3][i // 3] for i in range(num_tasks)]
 
 
-def timed_run(runner: EpisodeRunner, batches: list[list]) -> tuple[float, int, list]:
-    start = time.perf_counter()
-    episodes = [e for batch in batches for e in runner.run(batch)]
-    return time.perf_counter() - start, sum(e.num_model_tokens for e in episodes), episodes
+def timed_run(
+    policy: HFPolicy, settings: dict, batches: list[list], group_size: int, workers: int
+) -> tuple[float, int, list]:
+    """Run every batch of tasks (``group_size`` episodes each) and time it."""
+    with EpisodeRunner(policy, scoring_workers=workers, **settings) as runner:
+        start = time.perf_counter()
+        episodes = [e for batch in batches for e in runner.run(batch, group_size)]
+        elapsed = time.perf_counter() - start
+    return elapsed, sum(e.num_model_tokens for e in episodes), episodes
 
 
 def main() -> None:
@@ -44,31 +56,49 @@ def main() -> None:
         help="model name/path; 'tiny' = tiny random model; default: embedded",
     )
     parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument(
+        "--group_size", type=int, default=1, help="episodes per task (a GRPO group); 1 = distinct"
+    )
     parser.add_argument("--max_turns", type=int, default=3)
     parser.add_argument("--max_new_tokens_per_turn", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast as the trainer uses it (auto: where the CPU/GPU supports it)",
+    )
     args = parser.parse_args()
+    if args.episodes % args.group_size:
+        parser.error("--episodes must be a multiple of --group_size")
 
     if args.model == "tiny":
         tokenizer = load_tokenizer()
         model = build_tiny_model(tokenizer)
     else:
         model, tokenizer = load_model_and_tokenizer(args.model)
-    tasks = skill_mix(args.episodes)
+    tasks = skill_mix(args.episodes // args.group_size)
     settings = {
         "max_turns": args.max_turns,
         "max_new_tokens_per_turn": args.max_new_tokens_per_turn,
         "temperature": args.temperature,
         "seed": args.seed,
     }
-    policy = HFPolicy(model, tokenizer)
-    policy.generate([[tokenizer.eos_token_id] * 8], SamplingParams(max_new_tokens=4))  # warm-up
-    with EpisodeRunner(policy, scoring_workers=1, **settings) as runner:
-        batched_s, batched_tokens, batched = timed_run(runner, [tasks])
-    with EpisodeRunner(policy, scoring_workers=0, **settings) as runner:
-        sequential_s, sequential_tokens, sequential = timed_run(runner, [[t] for t in tasks])
-    n = len(tasks)
+    bf16 = bf16_supported() if args.bf16 == "auto" else args.bf16 == "on"
+    cached, stateless = HFPolicy(model, tokenizer), HFPolicy(model, tokenizer, prefix_cache=False)
+    group = args.group_size
+    autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
+    with autocast:
+        for policy in (cached, stateless):  # warm-up
+            policy.generate([[tokenizer.eos_token_id] * 8], SamplingParams(max_new_tokens=4))
+        batched_s, batched_tokens, batched = timed_run(cached, settings, [tasks], group, 1)
+        plain_s, _, _ = timed_run(stateless, settings, [tasks], group, 1)
+        sequential_s, sequential_tokens, sequential = timed_run(
+            stateless, settings, [[t] for t in tasks for _ in range(group)], 1, 0
+        )
+    n = args.episodes
+    stats = cached.cache.stats if cached.cache is not None else None
     print(
         json.dumps(
             {
@@ -77,12 +107,17 @@ def main() -> None:
                 "batched_tokens_per_s": round(batched_tokens / batched_s, 2),
                 "sequential_tokens_per_s": round(sequential_tokens / sequential_s, 2),
                 "speedup": round(sequential_s / batched_s, 2),
+                "speedup_without_prefix_cache": round(sequential_s / plain_s, 2),
                 "episodes": n,
+                "group_size": group,
                 "batched_s": round(batched_s, 1),
+                "batched_without_prefix_cache_s": round(plain_s, 1),
                 "sequential_s": round(sequential_s, 1),
+                "prefix_cache_reuse": round(stats.reuse_fraction, 3) if stats else None,
                 "batched_mean_reward": sum(e.reward for e in batched) / n,
                 "sequential_mean_reward": sum(e.reward for e in sequential) / n,
                 "model": args.model or "SmolLM2-135M-Instruct",
+                "bf16": bf16,
                 **settings,
             }
         )

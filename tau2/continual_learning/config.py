@@ -33,7 +33,7 @@ def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"GRPOConfig.{name}={value!r} is invalid: {allowed}")
 
 
-def _bf16_supported() -> bool:
+def bf16_supported() -> bool:
     """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
     (AVX512-BF16/AMX: about 2x faster than float32 for the embedded model, measured)."""
     import torch
@@ -178,7 +178,7 @@ class GRPOConfig(trl.GRPOConfig):
         if self.output_dir is None or self.output_dir == "trainer_output":
             self.output_dir = "outputs/grpo_cl"
         if self.bf16 is None:
-            self.bf16 = _bf16_supported()
+            self.bf16 = bf16_supported()
         if self.bf16 and not self._cuda():
             self.use_cpu = True  # transformers' spelling for "bf16 autocast on the CPU"
         self._validate()

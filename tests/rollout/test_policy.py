@@ -15,13 +15,18 @@ def _rescored(model, prompt, generation, temperature):
     return logits.log_softmax(-1).gather(1, torch.tensor(generation.token_ids)[:, None]).squeeze(1)
 
 
-def test_logprobs_are_those_of_the_sampling_distribution(tokenizer, tiny_model):
+@pytest.fixture(params=[True, False], ids=["prefix_cache", "stateless"])
+def prefix_cache(request):
+    return request.param
+
+
+def test_logprobs_are_those_of_the_sampling_distribution(tokenizer, tiny_model, prefix_cache):
     chat = ChatFormat.from_tokenizer(tokenizer)
     prompts = [
         chat.prompt_ids("You are helpful.", [("user", "hello there, how are you")]),
         chat.prompt_ids("s", [("user", "hi")], "<tool_call>"),
     ]
-    policy = HFPolicy(tiny_model, tokenizer)
+    policy = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache)
     generations = policy.generate(
         prompts, SamplingParams(max_new_tokens=12, temperature=0.7), seed=3
     )
@@ -32,18 +37,20 @@ def test_logprobs_are_those_of_the_sampling_distribution(tokenizer, tiny_model):
         assert torch.allclose(expected, torch.tensor(generation.logprobs), atol=1e-4)
 
 
-def test_top_p_logprobs_are_renormalised(tokenizer, tiny_model):
+def test_top_p_logprobs_are_renormalised(tokenizer, tiny_model, prefix_cache):
     chat = ChatFormat.from_tokenizer(tokenizer)
     prompt = chat.prompt_ids("s", [("user", "count to ten")])
-    (generation,) = HFPolicy(tiny_model, tokenizer).generate(
+    (generation,) = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache).generate(
         [prompt], SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.5), seed=0
     )
     plain = _rescored(tiny_model, prompt, generation, 1.0)
     assert all(lp >= p - 1e-5 for lp, p in zip(generation.logprobs, plain.tolist(), strict=True))
 
 
-def test_seeded_sampling_is_deterministic_and_global_rng_untouched(tokenizer, tiny_model):
-    policy = HFPolicy(tiny_model, tokenizer)
+def test_seeded_sampling_is_deterministic_and_global_rng_untouched(
+    tokenizer, tiny_model, prefix_cache
+):
+    policy = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache)
     prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi")])
     torch.manual_seed(123)
     before = torch.rand(1)
@@ -55,11 +62,11 @@ def test_seeded_sampling_is_deterministic_and_global_rng_untouched(tokenizer, ti
     assert torch.equal(before, after)
 
 
-def test_the_model_is_used_by_reference(tokenizer):
+def test_the_model_is_used_by_reference(tokenizer, prefix_cache):
     from tau2.continual_learning.tiny_model import build_tiny_model
 
     model = build_tiny_model(tokenizer, seed=1)
-    policy = HFPolicy(model, tokenizer)
+    policy = HFPolicy(model, tokenizer, prefix_cache=prefix_cache)
     prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi")])
     sampling = SamplingParams(max_new_tokens=5, temperature=0)
     (before,) = policy.generate([prompt], sampling)
@@ -90,13 +97,13 @@ def test_stop_strings_end_the_turn(tokenizer):
     assert tokenizer.decode(generation.token_ids) == '{"a": 1}</tool_call>'
 
 
-def test_batched_greedy_matches_one_at_a_time(tokenizer, tiny_model):
+def test_batched_greedy_matches_one_at_a_time(tokenizer, tiny_model, prefix_cache):
     chat = ChatFormat.from_tokenizer(tokenizer)
     prompts = [
         chat.prompt_ids("s", [("user", "a much longer message to pad the batch " * 3)]),
         chat.prompt_ids("s", [("user", "hi")]),
     ]
-    policy = HFPolicy(tiny_model, tokenizer)
+    policy = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache)
     sampling = SamplingParams(max_new_tokens=6, temperature=0)
     batched = policy.generate(prompts, sampling)
     single = [policy.generate([p], sampling)[0] for p in prompts]
@@ -118,3 +125,9 @@ def test_vllm_policy_without_vllm_raises_a_clear_import_error(tokenizer):
             VLLMPolicy("some/model", tokenizer)
     else:  # vllm present (GPU machine): the interface must still hold
         assert callable(VLLMPolicy.generate)
+
+
+def test_an_empty_prompt_is_rejected_clearly(tokenizer, tiny_model, prefix_cache):
+    policy = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache)
+    with pytest.raises(ValueError, match="at least one token"):
+        policy.generate([[1, 2], []], SamplingParams(max_new_tokens=2))

@@ -9,12 +9,17 @@ importance ratios need.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from tau2.continual_learning.rollout.prefix_cache import CachedSequence, PrefixCache
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,17 @@ class _LogprobRecorder:
 
 
 class HFPolicy:
-    """Batched sampling with transformers ``generate`` (left padding, one call per turn).
+    """Batched sampling with a transformers causal LM, one call per turn.
+
+    With ``prefix_cache`` (the default, for models with plain per-layer key/value caches) the
+    attention keys/values of earlier turns are kept between calls
+    (:mod:`~tau2.continual_learning.rollout.prefix_cache`): each prompt encodes only the tokens
+    no stored sequence shares with it, then all prompts decode together in one left-padded batch.
+    Without it every call is a stateless left-padded ``generate`` over the whole contexts.
 
     The model is used by reference: weight updates made by a trainer between calls are seen by
-    the next call. ``max_batch_size`` splits large batches to bound memory.
+    the next call (they invalidate the cache). ``max_batch_size`` splits large batches to bound
+    memory; ``prefix_cache_tokens`` bounds the cache (least recently used sequences go first).
     """
 
     def __init__(
@@ -137,6 +149,8 @@ class HFPolicy:
         tokenizer: PreTrainedTokenizerBase,
         *,
         max_batch_size: int = 64,
+        prefix_cache: bool = True,
+        prefix_cache_tokens: int = 65536,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("HFPolicy needs a tokenizer with an eos token (the end-of-turn token)")
@@ -148,6 +162,20 @@ class HFPolicy:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
+        self.cache: PrefixCache | None = None
+        if prefix_cache:
+            if supports_prefix_cache(model):
+                self.cache = PrefixCache(prefix_cache_tokens)
+            else:
+                logger.info(
+                    "%s has non-standard attention caches; HFPolicy re-encodes every context",
+                    type(model).__name__,
+                )
+
+    def clear_cache(self) -> None:
+        """Free the prefix cache (the runner calls this when a run ends)."""
+        if self.cache is not None:
+            self.cache.clear()
 
     def generate(
         self, prompts: list[list[int]], sampling: SamplingParams, seed: int | None = None
@@ -155,6 +183,8 @@ class HFPolicy:
         """One continuation per prompt (see :class:`Policy`)."""
         import torch
 
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("HFPolicy.generate: every prompt needs at least one token")
         out: list[Generation] = []
         device = self.model.device
         rng_devices = [device] if device.type == "cuda" else []
@@ -165,21 +195,31 @@ class HFPolicy:
         ):
             if seed is not None:
                 torch.manual_seed(seed)
+            if self.cache is not None:
+                self.cache.validate(self._fingerprint())
+            batch = self._generate_cached if self.cache is not None else self._generate_batch
             for start in range(0, len(prompts), self.max_batch_size):
-                out += self._generate_batch(prompts[start : start + self.max_batch_size], sampling)
+                out += batch(prompts[start : start + self.max_batch_size], sampling)
         return out
 
+    def _fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever cached keys/values stop being valid: any in-place parameter update
+        (optimizer step, ``load_state_dict``) bumps a version counter; autocast changes dtypes."""
+        import torch
+
+        device_type = self.model.device.type
+        return (
+            sum(p._version for p in self.model.parameters()),
+            torch.is_autocast_enabled(device_type),
+            torch.get_autocast_dtype(device_type),
+        )
+
+    # -- stateless path ---------------------------------------------------------------------
     def _generate_batch(
         self, prompts: list[list[int]], sampling: SamplingParams
     ) -> list[Generation]:
         import torch
-        from transformers import (
-            GenerationConfig,
-            LogitsProcessorList,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
+        from transformers import GenerationConfig, LogitsProcessorList
 
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor(
@@ -188,21 +228,13 @@ class HFPolicy:
         attention_mask = torch.tensor(
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device
         )
-        greedy = sampling.temperature == 0
-        processors: list[Any] = []
-        if not greedy:
-            processors.append(TemperatureLogitsWarper(sampling.temperature))
-            if sampling.top_k:
-                processors.append(TopKLogitsWarper(sampling.top_k))
-            if sampling.top_p < 1.0:
-                processors.append(TopPLogitsWarper(sampling.top_p))
         recorder = _LogprobRecorder()
-        processors.append(recorder)
+        processors = [*_warpers(sampling), recorder]
         # A fresh config: the model's own generation_config (top_k=50, repetition penalty...)
         # would add warpers outside our control and falsify the recorded log-probs.
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
+            do_sample=sampling.temperature > 0,
             temperature=1.0,
             top_k=0,
             top_p=1.0,
@@ -225,6 +257,166 @@ class HFPolicy:
             )
             for ids, lps in zip(new.cpu().tolist(), logprobs, strict=True)
         ]
+
+    # -- prefix-cached path -----------------------------------------------------------------
+    def _prefill(self, prompt: list[int]) -> tuple[list[Any], list[Any], Any]:
+        """Encode what the cache lacks of ``prompt``; returns its keys, values (per layer,
+        ``[1, heads, len, dim]``) and the logits of its last position."""
+        import torch
+        from transformers import DynamicCache
+
+        assert self.cache is not None
+        entry, shared = self.cache.lookup(prompt)
+        reuse = min(shared, len(prompt) - 1)  # the last position's logits are needed
+        past = DynamicCache(config=self.model.config)
+        if entry is not None and reuse > 0:
+            past = DynamicCache(
+                ddp_cache_data=[
+                    (k[:, :, :reuse], v[:, :, :reuse])
+                    for k, v in zip(entry.keys, entry.values, strict=True)
+                ]
+            )
+        device = self.model.device
+        output = self.model(
+            input_ids=torch.tensor([prompt[reuse:]], device=device),
+            position_ids=torch.arange(reuse, len(prompt), device=device)[None],
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        layers = output.past_key_values.layers
+        keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
+        self.cache.stats.prefill_tokens += len(prompt) - reuse
+        self.cache.stats.reused_tokens += reuse
+        if shared < len(prompt):
+            self.cache.add(CachedSequence(list(prompt), keys, values))
+        return keys, values, output.logits[0, -1]
+
+    def _generate_cached(
+        self, prompts: list[list[int]], sampling: SamplingParams
+    ) -> list[Generation]:
+        import torch
+        from transformers import DynamicCache
+
+        assert self.cache is not None
+        rows = [self._prefill(p) for p in prompts]
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        offsets = [width - n for n in lengths]  # left padding of each row
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (
+                    _left_padded([r[0][layer] for r in rows], width),
+                    _left_padded([r[1][layer] for r in rows], width),
+                )
+                for layer in range(len(rows[0][0]))
+            ]
+        )
+        logits = torch.stack([r[2] for r in rows])
+        del rows
+        device = self.model.device
+        mask = torch.tensor(
+            [[0] * o + [1] * n for o, n in zip(offsets, lengths, strict=True)], device=device
+        )
+        positions = torch.tensor(lengths, device=device)
+        warpers = _warpers(sampling)
+        eos = self.tokenizer.eos_token_id
+        active = list(range(len(prompts)))  # prompt index of each batch row
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        texts = [""] * len(prompts)
+        reasons = ["length"] * len(prompts)
+        for step in range(sampling.max_new_tokens):
+            scores = logits.float()
+            for warper in warpers:
+                scores = warper(None, scores)
+            step_logprobs = scores.log_softmax(dim=-1)
+            if sampling.temperature > 0:
+                sampled = torch.multinomial(step_logprobs.exp(), 1).squeeze(1)
+            else:
+                sampled = scores.argmax(dim=-1)
+            chosen = step_logprobs.gather(1, sampled[:, None]).squeeze(1).tolist()
+            keep = []
+            for row, (index, token) in enumerate(zip(active, sampled.tolist(), strict=True)):
+                tokens[index].append(token)
+                logprobs[index].append(chosen[row])
+                if token == eos:
+                    reasons[index] = "eos"
+                elif sampling.stop_strings:
+                    texts[index] += self.tokenizer.decode([token])
+                    if any(s in texts[index] for s in sampling.stop_strings):
+                        reasons[index] = "stop"
+                if reasons[index] == "length" and step < sampling.max_new_tokens - 1:
+                    keep.append(row)
+                else:  # finished: keep what was encoded (all but its last sampled token)
+                    end = width + step
+                    self.cache.add(
+                        CachedSequence(
+                            prompts[index] + tokens[index][:-1],
+                            [
+                                layer.keys[row : row + 1, :, offsets[index] : end].clone()
+                                for layer in cache.layers
+                            ],
+                            [
+                                layer.values[row : row + 1, :, offsets[index] : end].clone()
+                                for layer in cache.layers
+                            ],
+                        )
+                    )
+            if not keep:
+                break
+            if len(keep) < len(active):
+                selected = torch.tensor(keep, device=device)
+                cache.batch_select_indices(selected)
+                mask, positions, sampled = mask[selected], positions[selected], sampled[selected]
+                active = [active[row] for row in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            output = self.model(
+                input_ids=sampled[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            positions = positions + 1
+            logits = output.logits[:, -1]
+        return [Generation(tokens[i], logprobs[i], reasons[i]) for i in range(len(prompts))]
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """Whether ``model``'s cache is plain per-layer keys/values that can be cut and stacked
+    (not sliding-window, linear-attention or hybrid layers)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # an unusual config: stay on the stateless path
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _left_padded(tensors: list[Any], width: int) -> Any:
+    """Stack ``[1, heads, len_i, dim]`` tensors into ``[n, heads, width, dim]``, right-aligned."""
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), first.shape[1], width, first.shape[3]))
+    for row, tensor in enumerate(tensors):
+        out[row, :, width - tensor.shape[2] :] = tensor[0]
+    return out
+
+
+def _warpers(sampling: SamplingParams) -> list[Any]:
+    """Temperature, top-k and top-p as transformers logits warpers (none when greedy)."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if sampling.temperature == 0:
+        return []
+    warpers: list[Any] = [TemperatureLogitsWarper(sampling.temperature)]
+    if sampling.top_k:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    return warpers
 
 
 @contextlib.contextmanager

@@ -135,6 +135,15 @@ class EpisodeRunner:
                     f"Task {task.key} needs a user simulator (it has no ticket); pass user=... "
                     "(LiteLLMUser or HFUser), or use ticket/skill tasks for solo mode."
                 )
+        try:
+            return self._run(tasks, num_generations)
+        finally:
+            clear_cache = getattr(self.policy, "clear_cache", None)
+            if clear_cache is not None:  # backends keeping per-run state (HFPolicy's KV cache)
+                clear_cache()
+
+    # -- internals ------------------------------------------------------------------------
+    def _run(self, tasks: Sequence[DomainTask], num_generations: int) -> list[Episode]:
         states = [self._new_state(task, g) for task in tasks for g in range(num_generations)]
         futures: dict[int, Any] = {}
         progress = tqdm(
@@ -171,7 +180,6 @@ class EpisodeRunner:
         )
         return episodes
 
-    # -- internals ------------------------------------------------------------------------
     def _new_state(self, task: DomainTask, generation_index: int) -> EpisodeState:
         state = EpisodeState(
             task=task,
