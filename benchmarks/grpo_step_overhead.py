@@ -55,6 +55,7 @@ def run_ours(args, tokenizer, out: str) -> float:
         max_steps_per_domain=args.steps,
         batch_size_per_gpu=args.groups,
         num_samples_per_prompt=args.group_size,
+        micro_batch_size=None,  # one forward/backward pass per step, as bare TRL's below
         eval_tasks_per_domain=1,
         max_turns=1,
         max_new_tokens_per_turn=args.max_new_tokens,

@@ -3,14 +3,31 @@
 Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, vLLM, logging,
 ``report_to`` ...) is available unchanged. On top of it this class describes the domain
 sequence, the task source, the CL algorithm and replay, the rollout limits, the user simulator and
-LoRA. Two TRL fields are derived, not set directly: ``num_generations`` (from
-``num_samples_per_prompt``) and ``per_device_train_batch_size`` (``batch_size_per_gpu`` task groups
-of ``num_samples_per_prompt`` episodes). Invalid values fail at construction with a message that
-names the field, the value and what is allowed.
+LoRA. Invalid values fail at construction with a message that names the field, the value and what
+is allowed.
+
+Batch shape and TRL's derived fields. Each optimizer step trains on one *generation*: per device,
+``batch_size_per_gpu x gradient_accumulation_steps`` task groups of ``num_samples_per_prompt``
+episodes, rolled out together in one ``rollout_func`` call (so replay mixing sees the whole batch).
+The forward/backward passes go through that generation ``micro_batch_size`` sequences at a time.
+These TRL fields are derived, not set directly:
+
+- ``num_generations`` = ``num_samples_per_prompt``;
+- ``per_device_train_batch_size`` = ``micro_batch_size`` (``None``: ``batch_size_per_gpu x
+  num_samples_per_prompt``, one pass per ``gradient_accumulation_steps``, as before micro-batching);
+- ``steps_per_generation`` = episodes per generation / ``per_device_train_batch_size``, and TRL
+  derives ``generation_batch_size`` from it. Values given for these two must agree (so a config
+  rebuilt from ``to_dict()`` constructs again), other values fail.
+
+``gradient_accumulation_steps`` keeps the user's meaning above (how many ``batch_size_per_gpu``
+batches of task groups one optimizer step accumulates), so it round-trips through ``to_dict()``,
+YAML and the command line. TRL's engine, whose trainer loop counts micro-batches, runs on
+:meth:`GRPOConfig.engine_args`: a copy with ``gradient_accumulation_steps = steps_per_generation``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +39,8 @@ TASK_SOURCES = ("tau2", "skills")
 REPLAY_STRATEGIES = ("random", "high_reward", "recent", "balanced")
 USER_MODES = ("auto", "solo", "llm", "hf")
 SKILL_DOMAINS = ("airline", "retail", "telecom")
+MICRO_BATCH_SIZE_DEFAULT = 1
+"""Default ``micro_batch_size``: keeps the default CPU job under 6 GB peak RSS (docs/grpo.md)."""
 
 
 class ConfigError(ValueError):
@@ -140,6 +159,15 @@ class GRPOConfig(trl.GRPOConfig):
     num_samples_per_prompt: int = field(
         default=4, metadata={"help": "GRPO group size: episodes per task."}
     )
+    micro_batch_size: int | None = field(
+        default=MICRO_BATCH_SIZE_DEFAULT,
+        metadata={
+            "help": "Sequences per forward/backward pass on each device; it must divide the "
+            "episodes of one optimizer step (batch_size_per_gpu x num_samples_per_prompt x "
+            "gradient_accumulation_steps). Smaller = less memory, same update. None (YAML null): "
+            "batch_size_per_gpu x num_samples_per_prompt."
+        },
+    )
     # -- rollouts ---------------------------------------------------------------------------
     max_turns: int = field(default=3, metadata={"help": "Agent turns per episode."})
     max_new_tokens_per_turn: int = field(default=48, metadata={"help": "Tokens per agent turn."})
@@ -183,9 +211,49 @@ class GRPOConfig(trl.GRPOConfig):
             self.use_cpu = True  # transformers' spelling for "bf16 autocast on the CPU"
         self._validate()
         self.num_generations = self.num_samples_per_prompt
-        self.per_device_train_batch_size = self.batch_size_per_gpu * self.num_samples_per_prompt
+        self.per_device_train_batch_size = self.micro_batch_size or self.group_batch_size
+        self.steps_per_generation = self.episodes_per_step // self.per_device_train_batch_size
+        given_generation_batch_size, self.generation_batch_size = self.generation_batch_size, None
         self.max_steps = self.max_steps_per_domain
-        super().__post_init__()
+        super().__post_init__()  # TRL derives generation_batch_size from steps_per_generation
+        _check(
+            given_generation_batch_size in (None, self.generation_batch_size),
+            "generation_batch_size",
+            given_generation_batch_size,
+            f"None or {self.generation_batch_size} (derived: episodes per optimizer step x "
+            "processes; set batch_size_per_gpu, num_samples_per_prompt and "
+            "gradient_accumulation_steps instead)",
+        )
+
+    @property
+    def group_batch_size(self) -> int:
+        """Episodes of one batch of task groups: ``batch_size_per_gpu x num_samples_per_prompt``."""
+        return self.batch_size_per_gpu * self.num_samples_per_prompt
+
+    @property
+    def episodes_per_step(self) -> int:
+        """Episodes each device rolls out (in one ``rollout_func`` call) and trains on per
+        optimizer step: ``group_batch_size x gradient_accumulation_steps``."""
+        return self.group_batch_size * self.gradient_accumulation_steps
+
+    def engine_args(self, output_dir: str) -> GRPOConfig:
+        """The arguments TRL's engine runs with: a copy writing to ``output_dir`` whose
+        ``gradient_accumulation_steps`` counts micro-batches (``steps_per_generation``).
+
+        One generation is then split into ``steps_per_generation`` micro-batches of
+        ``per_device_train_batch_size`` sequences whose gradients accumulate into exactly one
+        optimizer step, as without micro-batching. The update is the same: TRL computes the
+        advantages on the whole generation before splitting it, and (with ``gradient_accumulation_steps
+        == steps_per_generation``) scales each micro-batch's loss so that the accumulated gradient
+        equals the whole batch's. ``dapo`` (TRL's default), ``cispo`` and ``vespo`` divide each
+        micro-batch's token sum by the token count of the whole generation; ``grpo``, ``sapo``,
+        ``dr_grpo`` and ``luspo`` average equal-sized micro-batches. Only ``bnpo`` (mean over the
+        tokens of each micro-batch) changes with the micro-batch size, as in TRL.
+        """
+        args = copy.copy(self)
+        args.output_dir = output_dir
+        args.gradient_accumulation_steps = self.steps_per_generation
+        return args
 
     @staticmethod
     def _cuda() -> bool:
@@ -321,6 +389,31 @@ class GRPOConfig(trl.GRPOConfig):
             "num_samples_per_prompt",
             self.num_samples_per_prompt,
             "an integer >= 2 (GRPO compares samples within a group)",
+        )
+        _check(
+            self.gradient_accumulation_steps >= 1,
+            "gradient_accumulation_steps",
+            self.gradient_accumulation_steps,
+            "an integer >= 1",
+        )
+        episodes = self.episodes_per_step
+        divisors = [d for d in range(1, episodes + 1) if episodes % d == 0]
+        _check(
+            self.micro_batch_size is None or self.micro_batch_size in divisors,
+            "micro_batch_size",
+            self.micro_batch_size,
+            f"None or a divisor of the {episodes} episodes per device and optimizer step "
+            f"(batch_size_per_gpu={self.batch_size_per_gpu} x num_samples_per_prompt="
+            f"{self.num_samples_per_prompt} x gradient_accumulation_steps="
+            f"{self.gradient_accumulation_steps}): one of {divisors}",
+        )
+        micro = self.micro_batch_size or self.group_batch_size
+        _check(
+            self.steps_per_generation in (None, episodes // micro),
+            "steps_per_generation",
+            self.steps_per_generation,
+            f"None or {episodes // micro} (derived: one generation per optimizer step, in "
+            f"micro-batches of {micro}; set micro_batch_size instead)",
         )
         _check(self.max_turns >= 1, "max_turns", self.max_turns, "an integer >= 1")
         _check(

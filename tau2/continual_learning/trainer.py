@@ -8,8 +8,10 @@ For each domain of ``config.domains`` in order (DESIGN.md section 3):
    ``cl_algorithm.augment_batch`` (replay mixes old tasks in), every task gets
    ``num_samples_per_prompt`` episodes from the batched :class:`EpisodeRunner`, tau2's
    evaluators give the rewards, and the token data (with ``env_mask``) goes back to TRL, which
-   computes advantages and the loss. ``cl_algorithm.extra_loss`` is added in ``compute_loss``;
-   a non-finite loss skips that update. Finished episodes go into the trajectory buffer;
+   computes advantages and the loss, ``micro_batch_size`` sequences per forward/backward pass,
+   accumulated into one optimizer step per rollout. ``cl_algorithm.extra_loss`` is added once per
+   optimizer step (to its first micro-batch's loss); a non-finite loss skips that whole update.
+   Finished episodes go into the trajectory buffer;
 3. evaluation on the test split of every domain: one row of the accuracy matrix;
 4. ``cl_algorithm.post_task_hook``, the statistics banner, a checkpoint.
 
@@ -20,7 +22,6 @@ One optimizer (and its state) is kept across domains unless
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import os
@@ -94,11 +95,14 @@ class _Engine(trl.GRPOTrainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        """TRL's loss of one micro-batch; the CL term joins the first micro-batch of each
+        optimizer step only, so its weight per update does not depend on micro-batching."""
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         continual = self.continual
-        extra = continual.cl_algorithm.extra_loss(model, inputs, continual.current_domain)
-        if extra is not None:
-            loss = loss + extra
+        if continual.take_extra_loss_turn():
+            extra = continual.cl_algorithm.extra_loss(model, inputs, continual.current_domain)
+            if extra is not None:
+                loss = loss + extra
         return continual.guard_loss(loss, model)
 
 
@@ -107,6 +111,12 @@ class _StepCallback(TrainerCallback):
 
     def __init__(self, continual: GRPOTrainer) -> None:
         self.continual = continual
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.continual.on_step_begin()
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.continual.before_optimizer_step()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.continual.on_step_end()
@@ -169,6 +179,8 @@ class GRPOTrainer:
         self.current_batch_size = cfg.batch_size_per_gpu
         self.nonfinite_losses = 0
         self._consecutive_nonfinite = 0
+        self._step_nonfinite = False  # a micro-batch of the current optimizer step was NaN/inf
+        self._extra_loss_due = True  # the next micro-batch is the first of its optimizer step
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
         self._resume_engine_checkpoint: str | None = None
@@ -308,15 +320,46 @@ class GRPOTrainer:
 
     # -- loss guard and step events -------------------------------------------------------------
     def guard_loss(self, loss: torch.Tensor, model: Any) -> torch.Tensor:
-        """Replace a NaN/inf loss by a zero loss (no update), counting it; stop after K in a row."""
+        """Replace a micro-batch's NaN/inf loss by a zero loss and mark its optimizer step, which
+        :meth:`before_optimizer_step` then skips and counts."""
         if torch.isfinite(loss).all():
-            self._consecutive_nonfinite = 0
             return loss
+        self._step_nonfinite = True
+        logger.warning(
+            "Non-finite loss (%s) at step %d on %s: this update will be skipped",
+            loss.detach().item(),
+            self.global_step,
+            self.current_domain,
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        return sum(p.sum() * 0.0 for p in params[:1]) if params else loss.new_zeros(())
+
+    def take_extra_loss_turn(self) -> bool:
+        """True once per optimizer step: for its first micro-batch, which carries the CL term."""
+        due, self._extra_loss_due = self._extra_loss_due, False
+        return due
+
+    def on_step_begin(self) -> None:
+        """An optimizer step (one generation, ``steps_per_generation`` micro-batches) begins."""
+        self._extra_loss_due = True
+        self._step_nonfinite = False
+
+    def before_optimizer_step(self) -> None:
+        """Skip an update that had a non-finite micro-batch loss on any process (its gradients
+        are dropped, so the optimizer leaves every parameter alone), count it; stop after K such
+        steps in a row."""
+        skip, self._step_nonfinite = self._step_nonfinite, False
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([float(skip)], device=next(self.model.parameters()).device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            skip = bool(flag.item())  # every rank skips the same updates and stays in sync
+        if not skip:
+            self._consecutive_nonfinite = 0
+            return
         self.nonfinite_losses += 1
         self._consecutive_nonfinite += 1
         logger.warning(
-            "Non-finite loss (%s) at step %d on %s: update skipped (%d in a row)",
-            loss.detach().item(),
+            "Update at step %d on %s skipped after a non-finite loss (%d in a row)",
             self.global_step,
             self.current_domain,
             self._consecutive_nonfinite,
@@ -328,8 +371,8 @@ class GRPOTrainer:
                 f"{self.global_step} on domain {self.current_domain!r}: training diverged. Lower the learning "
                 "rate or check the CL algorithm's extra loss."
             )
-        params = [p for p in model.parameters() if p.requires_grad]
-        return sum(p.sum() * 0.0 for p in params[:1]) if params else loss.new_zeros(())
+        for param in self.model.parameters():
+            param.grad = None
 
     def on_step_end(self) -> None:
         self.global_step += 1
@@ -377,8 +420,10 @@ class GRPOTrainer:
         if cfg.reset_optimizer_between_domains and self._resume_engine_checkpoint is None:
             self.optimizer = None
             self._pending_optimizer_state = None
-        args = copy.copy(cfg)  # TRL writes its mid-domain checkpoints under the domain's folder
-        args.output_dir = str(self.checkpoint_root / f"domain-{self.domain_index:02d}-{domain}")
+        # TRL writes its mid-domain checkpoints under the domain's folder
+        args = cfg.engine_args(
+            str(self.checkpoint_root / f"domain-{self.domain_index:02d}-{domain}")
+        )
         engine = _Engine(
             model=self.model,
             reward_funcs=[tau2_reward],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tau2.continual_learning import GRPOConfig
@@ -14,11 +16,12 @@ def test_defaults_describe_the_default_cpu_job(tmp_path):
     assert config.task_source == "skills" and config.cl_algorithm == "replay"
     assert config.model_name_or_path == "SmolLM2-135M-Instruct"
     assert config.num_generations == config.num_samples_per_prompt
-    assert (
-        config.per_device_train_batch_size
-        == config.batch_size_per_gpu * config.num_samples_per_prompt
-    )
     assert config.max_steps == config.max_steps_per_domain
+    # 2 groups x 4 episodes per optimizer step, one sequence per forward/backward pass
+    assert config.micro_batch_size == 1 and config.per_device_train_batch_size == 1
+    assert config.steps_per_generation == 8 and config.generation_batch_size == 8
+    assert config.gradient_accumulation_steps == 1  # the user's value: one generation per step
+    assert config.engine_args("elsewhere").gradient_accumulation_steps == 8
 
 
 def test_seed_example_configs_construct():
@@ -52,6 +55,16 @@ def test_seed_example_configs_construct():
         ({"user_mode": "llm"}, "user_llm", "litellm"),
         ({"buffer_insertion_policy": "lifo"}, "buffer_insertion_policy", "reservoir"),
         ({"max_steps_per_domain": 0}, "max_steps_per_domain", ">= 1"),
+        ({"micro_batch_size": 3}, "micro_batch_size", "one of [1, 2, 4, 8]"),
+        ({"micro_batch_size": 0}, "micro_batch_size", "divisor of the 8 episodes"),
+        (
+            {"batch_size_per_gpu": 3, "num_samples_per_prompt": 2, "micro_batch_size": 4},
+            "micro_batch_size",
+            "one of [1, 2, 3, 6]",
+        ),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", ">= 1"),
+        ({"steps_per_generation": 3}, "steps_per_generation", "None or 8"),
+        ({"generation_batch_size": 4}, "generation_batch_size", "None or 8"),
     ],
 )
 def test_invalid_values_fail_with_field_value_and_allowed(kwargs, field, fragment):
@@ -59,3 +72,22 @@ def test_invalid_values_fail_with_field_value_and_allowed(kwargs, field, fragmen
         GRPOConfig(**kwargs)
     message = str(info.value)
     assert f"GRPOConfig.{field}=" in message and fragment in message
+
+
+def test_micro_batching_config_round_trips(tmp_path):
+    from tau2.scripts.train_grpo_cl import parse_config
+
+    config = GRPOConfig(output_dir=str(tmp_path), micro_batch_size=4, gradient_accumulation_steps=2)
+    assert (config.per_device_train_batch_size, config.steps_per_generation) == (4, 4)
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    assert GRPOConfig(**fields).to_dict() == config.to_dict()  # derived values agree
+    assert GRPOConfig(**config.to_dict()).to_dict() == config.to_dict()
+    assert dataclasses.replace(config, seed=7).steps_per_generation == 4
+    flags = ["--output_dir", str(tmp_path), "--micro_batch_size", "4"]
+    parsed = parse_config([*flags, "--gradient_accumulation_steps", "2"])
+    assert parsed.to_dict() == config.to_dict()
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("micro_batch_size: null\ngradient_accumulation_steps: 2\n")
+    whole = parse_config(["--output_dir", str(tmp_path), "--config", str(yaml)])
+    assert whole.micro_batch_size is None and whole.per_device_train_batch_size == 8
+    assert whole.steps_per_generation == 2 and whole.gradient_accumulation_steps == 2
