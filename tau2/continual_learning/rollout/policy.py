@@ -61,7 +61,9 @@ class Generation:
 
 @runtime_checkable
 class Policy(Protocol):
-    """What :class:`EpisodeRunner` needs from a backend."""
+    """What :class:`EpisodeRunner` needs from a backend. A backend that keeps state between
+    calls (``HFPolicy``'s prefix cache) may also offer ``clear_cache()``, which the runner calls
+    when a run ends."""
 
     tokenizer: PreTrainedTokenizerBase
 
