@@ -74,6 +74,21 @@ class Policy(Protocol):
         ...
 
 
+def turn_end(
+    token: int, text: str, stop_id: int, tokenizer: Any, stop_strings: tuple[str, ...]
+) -> tuple[str | None, str]:
+    """Whether ``token``, sampled after ``text``, ends the turn: ``"eos"``, ``"stop"`` (it
+    completes a stop string) or ``None``; and the turn's text with it (kept only for stop
+    strings)."""
+    if token == stop_id:
+        return "eos", text
+    if stop_strings:
+        text += tokenizer.decode([token])
+        if any(s in text for s in stop_strings):
+            return "stop", text
+    return None, text
+
+
 def split_generation(
     ids: list[int],
     logprobs: list[float],
@@ -83,17 +98,11 @@ def split_generation(
 ) -> Generation:
     """Cut a raw continuation after the first ``stop_id`` or the token completing a stop
     string, whichever comes first (anything after it is batch padding)."""
-    if stop_strings:
-        text = ""
-        for end, token in enumerate(ids, start=1):
-            if token == stop_id:
-                break
-            text += tokenizer.decode([token])
-            if any(s in text for s in stop_strings):
-                return Generation(ids[:end], logprobs[:end], "stop")
-    if stop_id in ids:
-        end = ids.index(stop_id) + 1
-        return Generation(ids[:end], logprobs[:end], "eos")
+    text = ""
+    for end, token in enumerate(ids, start=1):
+        reason, text = turn_end(token, text, stop_id, tokenizer, stop_strings)
+        if reason is not None:
+            return Generation(ids[:end], logprobs[:end], reason)
     return Generation(ids, logprobs, "length")
 
 
@@ -270,7 +279,6 @@ class HFPolicy:
         assert self.cache is not None
         entry, shared = self.cache.lookup(prompt)
         reuse = min(shared, len(prompt) - 1)  # the last position's logits are needed
-        past = DynamicCache(config=self.model.config)
         if entry is not None and reuse > 0:
             past = DynamicCache(
                 ddp_cache_data=[
@@ -278,6 +286,8 @@ class HFPolicy:
                     for k, v in zip(entry.keys, entry.values, strict=True)
                 ]
             )
+        else:
+            past = DynamicCache(config=self.model.config)
         device = self.model.device
         output = self.model(
             input_ids=torch.tensor([prompt[reuse:]], device=device),
@@ -342,13 +352,11 @@ class HFPolicy:
             for row, (index, token) in enumerate(zip(active, sampled.tolist(), strict=True)):
                 tokens[index].append(token)
                 logprobs[index].append(chosen[row])
-                if token == eos:
-                    reasons[index] = "eos"
-                elif sampling.stop_strings:
-                    texts[index] += self.tokenizer.decode([token])
-                    if any(s in texts[index] for s in sampling.stop_strings):
-                        reasons[index] = "stop"
-                if reasons[index] == "length" and step < sampling.max_new_tokens - 1:
+                reason, texts[index] = turn_end(
+                    token, texts[index], eos, self.tokenizer, sampling.stop_strings
+                )
+                reasons[index] = reason or "length"
+                if reason is None and step < sampling.max_new_tokens - 1:
                     keep.append(row)
                 else:  # finished: keep what was encoded (all but its last sampled token)
                     end = width + step
