@@ -18,10 +18,12 @@ def build_tiny_model(
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 4,
+    num_key_value_heads: int | None = None,
     max_position_embeddings: int = 8192,
     seed: int = 0,
 ) -> PreTrainedModel:
-    """A random Llama with ``tokenizer``'s vocabulary; deterministic for a given ``seed``."""
+    """A random Llama with ``tokenizer``'s vocabulary; deterministic for a given ``seed``.
+    ``num_key_value_heads`` below ``num_heads`` gives grouped-query attention."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -31,7 +33,7 @@ def build_tiny_model(
         intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=num_key_value_heads or num_heads,
         max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

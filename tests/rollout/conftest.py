@@ -37,3 +37,18 @@ def turn_ending_model(tokenizer):
     model.config.tie_word_embeddings = False
     model.lm_head = head
     return model
+
+
+@pytest.fixture(scope="session")
+def sharp_model(tokenizer):
+    """A tiny grouped-query model with sharp attention: a token computed at a wrong position or
+    over the wrong keys moves its log-probs far beyond test tolerances (the plain tiny model's
+    near-uniform outputs would hide such errors)."""
+    import torch
+
+    model = build_tiny_model(tokenizer, num_heads=4, num_key_value_heads=2, seed=7)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(12)
+            layer.self_attn.k_proj.weight.mul_(12)
+    return model

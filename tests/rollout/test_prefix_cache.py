@@ -60,8 +60,7 @@ def test_store_evicts_least_recently_used_within_its_token_budget():
 def _prompts(tokenizer, lengths=(1, 3, 6)):
     chat = ChatFormat.from_tokenizer(tokenizer)
     return [
-        chat.prompt_ids("You are helpful.", [("user", "where is my order? " * k)])
-        for k in lengths
+        chat.prompt_ids("You are helpful.", [("user", "where is my order? " * k)]) for k in lengths
     ]
 
 
@@ -71,11 +70,11 @@ def _next_turn(tokenizer, prompts, generations):
     return [p + g.token_ids + env for p, g in zip(prompts, generations, strict=True)], len(env)
 
 
-def test_cached_turns_equal_stateless_turns_and_encode_only_new_tokens(tokenizer, tiny_model):
-    cached = HFPolicy(tiny_model, tokenizer)
-    stateless = HFPolicy(tiny_model, tokenizer, prefix_cache=False)
+def test_cached_turns_equal_stateless_turns_and_encode_only_new_tokens(tokenizer, sharp_model):
+    cached = HFPolicy(sharp_model, tokenizer)
+    stateless = HFPolicy(sharp_model, tokenizer, prefix_cache=False)
     prompts = _prompts(tokenizer)
-    for turn in range(3):
+    for _turn in range(3):
         with_cache = cached.generate(prompts, GREEDY)
         without = stateless.generate(prompts, GREEDY)
         assert [g.token_ids for g in with_cache] == [g.token_ids for g in without]

@@ -13,11 +13,20 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tau2.continual_learning.rollout.attention import sampling_attention
+from tau2.continual_learning.rollout.batched_prefill import (
+    PACK_TOKENS,
+    PrefillLayout,
+    packs,
+    shared_prefixes,
+)
 from tau2.continual_learning.rollout.prefix_cache import CachedSequence, PrefixCache
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tau2.continual_learning.rollout.kv_buffer import Past
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +161,9 @@ class HFPolicy:
     The model is used by reference: weight updates made by a trainer between calls are seen by
     the next call (they invalidate the cache). ``max_batch_size`` splits large batches to bound
     memory; ``prefix_cache_tokens`` bounds the cache (least recently used sequences go first).
+    ``prefill_pack_tokens`` sizes the cached path's prefill passes (rows x longest new part);
+    ``None`` picks :data:`~tau2.continual_learning.rollout.batched_prefill.PACK_TOKENS` on a
+    CPU (measured best there) and 32768 on an accelerator, where larger passes pay.
     """
 
     def __init__(
@@ -162,11 +174,17 @@ class HFPolicy:
         max_batch_size: int = 64,
         prefix_cache: bool = True,
         prefix_cache_tokens: int = 65536,
+        prefill_pack_tokens: int | None = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("HFPolicy needs a tokenizer with an eos token (the end-of-turn token)")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if prefill_pack_tokens is None:
+            prefill_pack_tokens = PACK_TOKENS if model.device.type == "cpu" else 32768
+        if prefill_pack_tokens < 1:
+            raise ValueError(f"prefill_pack_tokens must be >= 1, got {prefill_pack_tokens}")
+        self.prefill_pack_tokens = prefill_pack_tokens
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -177,6 +195,7 @@ class HFPolicy:
         if prefix_cache:
             if supports_prefix_cache(model):
                 self.cache = PrefixCache(prefix_cache_tokens)
+                self._num_layers = _num_cache_layers(model)
             else:
                 logger.info(
                     "%s has non-standard attention caches; HFPolicy re-encodes every context",
@@ -199,10 +218,13 @@ class HFPolicy:
         out: list[Generation] = []
         device = self.model.device
         rng_devices = [device] if device.type == "cuda" else []
+        # no_grad, not inference_mode: under inference_mode autocast re-casts every weight on
+        # every forward (its weight cache is bypassed), a third of a CPU decode step.
         with (
             torch.random.fork_rng(devices=rng_devices),
             _eval_mode(self.model),
-            torch.inference_mode(),
+            sampling_attention(self.model),
+            torch.no_grad(),
         ):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -270,62 +292,67 @@ class HFPolicy:
         ]
 
     # -- prefix-cached path -----------------------------------------------------------------
-    def _prefill(self, prompt: list[int]) -> tuple[list[Any], list[Any], Any]:
-        """Encode what the cache lacks of ``prompt``; returns its keys, values (per layer,
-        ``[1, heads, len, dim]``) and the logits of its last position."""
+    def _prefill(self, sequences: list[list[int]]) -> tuple[list[Past], Any]:
+        """Encode what the prefix cache lacks of each sequence, in packs (see
+        :mod:`~tau2.continual_learning.rollout.batched_prefill`); returns each sequence's
+        keys/values (per layer, ``[1, kv_heads, len, head_dim]``) and its last logits."""
         import torch
-        from transformers import DynamicCache
+
+        from tau2.continual_learning.rollout.kv_buffer import buffered_cache
 
         assert self.cache is not None
-        entry, shared = self.cache.lookup(prompt)
-        reuse = min(shared, len(prompt) - 1)  # the last position's logits are needed
-        if entry is not None and reuse > 0:
-            past = DynamicCache(
-                ddp_cache_data=[
-                    (k[:, :, :reuse], v[:, :, :reuse])
-                    for k, v in zip(entry.keys, entry.values, strict=True)
-                ]
-            )
-        else:
-            past = DynamicCache(config=self.model.config)
+        found = [self.cache.lookup(s) for s in sequences]
+        # the last position's logits are needed, so each row encodes at least one token
+        reuse = [min(shared, len(s) - 1) for s, (_, shared) in zip(sequences, found, strict=True)]
+        pasts: list[Past] = [([], [])] * len(sequences)
+        logits: list[Any] = [None] * len(sequences)
         device = self.model.device
-        output = self.model(
-            input_ids=torch.tensor([prompt[reuse:]], device=device),
-            position_ids=torch.arange(reuse, len(prompt), device=device)[None],
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        layers = output.past_key_values.layers
-        keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
-        self.cache.stats.prefill_tokens += len(prompt) - reuse
-        self.cache.stats.reused_tokens += reuse
-        if shared < len(prompt):
-            self.cache.add(CachedSequence(list(prompt), keys, values))
-        return keys, values, output.logits[0, -1]
+        suffixes = [len(s) - r for s, r in zip(sequences, reuse, strict=True)]
+        for pack in packs(suffixes, self.prefill_pack_tokens):
+            layout = PrefillLayout([sequences[i] for i in pack], [reuse[i] for i in pack])
+            reused = [_head(found[i][0], reuse[i]) for i in pack]
+            cache = buffered_cache(reused, layout.past_width, layout.width, self._num_layers)
+            output = self.model(
+                input_ids=torch.tensor(layout.suffix_ids(self.pad_id), device=device),
+                attention_mask=torch.tensor(layout.attention_mask(), device=device),
+                position_ids=torch.tensor(layout.position_ids(), device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            for row, i in enumerate(pack):
+                columns = torch.tensor(layout.columns(row), device=device)
+                pasts[i] = (
+                    [layer.keys[row : row + 1].index_select(2, columns) for layer in cache.layers],
+                    [
+                        layer.values[row : row + 1].index_select(2, columns)
+                        for layer in cache.layers
+                    ],
+                )
+                logits[i] = output.logits[row, -1]
+        self.cache.stats.reused_tokens += sum(reuse)
+        self.cache.stats.prefill_tokens += sum(len(s) for s in sequences) - sum(reuse)
+        return pasts, torch.stack(logits)
 
     def _generate_cached(
         self, prompts: list[list[int]], sampling: SamplingParams
     ) -> list[Generation]:
         import torch
-        from transformers import DynamicCache
+
+        from tau2.continual_learning.rollout.kv_buffer import buffered_cache
 
         assert self.cache is not None
-        rows = [self._prefill(p) for p in prompts]
+        # prefixes several prompts share beyond the cache (a GRPO group's prompt) go first
+        prefixes = shared_prefixes(prompts, [self.cache.lookup(p)[1] for p in prompts])
+        if prefixes:
+            for prefix, (keys, values) in zip(prefixes, self._prefill(prefixes)[0], strict=True):
+                self.cache.add(CachedSequence(prefix, keys, values))
+        pasts, logits = self._prefill(prompts)
         lengths = [len(p) for p in prompts]
         width = max(lengths)
         offsets = [width - n for n in lengths]  # left padding of each row
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (
-                    _left_padded([r[0][layer] for r in rows], width),
-                    _left_padded([r[1][layer] for r in rows], width),
-                )
-                for layer in range(len(rows[0][0]))
-            ]
-        )
-        logits = torch.stack([r[2] for r in rows])
-        del rows
+        cache = buffered_cache(pasts, width, width + sampling.max_new_tokens, self._num_layers)
+        del pasts
         device = self.model.device
         mask = torch.tensor(
             [[0] * o + [1] * n for o, n in zip(offsets, lengths, strict=True)], device=device
@@ -393,6 +420,19 @@ class HFPolicy:
         return [Generation(tokens[i], logprobs[i], reasons[i]) for i in range(len(prompts))]
 
 
+def _head(entry: CachedSequence | None, length: int) -> Past | None:
+    """The keys/values of ``entry``'s first ``length`` tokens (``None`` if there are none)."""
+    if entry is None or length == 0:
+        return None
+    return [k[:, :, :length] for k in entry.keys], [v[:, :, :length] for v in entry.values]
+
+
+def _num_cache_layers(model: Any) -> int:
+    from transformers import DynamicCache
+
+    return len(DynamicCache(config=model.config).layers)
+
+
 def supports_prefix_cache(model: Any) -> bool:
     """Whether ``model``'s cache is plain per-layer keys/values that can be cut and stacked
     (not sliding-window, linear-attention or hybrid layers)."""
@@ -404,15 +444,6 @@ def supports_prefix_cache(model: Any) -> bool:
     except Exception:  # an unusual config: stay on the stateless path
         return False
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def _left_padded(tensors: list[Any], width: int) -> Any:
-    """Stack ``[1, heads, len_i, dim]`` tensors into ``[n, heads, width, dim]``, right-aligned."""
-    first = tensors[0]
-    out = first.new_zeros((len(tensors), first.shape[1], width, first.shape[3]))
-    for row, tensor in enumerate(tensors):
-        out[row, :, width - tensor.shape[2] :] = tensor[0]
-    return out
 
 
 def _warpers(sampling: SamplingParams) -> list[Any]:
