@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from tau2.continual_learning.rollout.kv_buffer import BufferedLayer, buffered_cache
+from tau2.continual_learning.rollout.kv_buffer import BatchBuffers, BufferedLayer, Workspace
 
 
 def _chunks(seed: int, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -50,14 +50,43 @@ def test_row_selection_and_cropping_keep_the_cached_positions():
     assert torch.equal(got[0], plain.update(keys[:2], values[:2])[0])
 
 
-def test_buffered_cache_right_aligns_rows_and_zero_fills_the_rest():
-    short, long = torch.ones(1, 2, 2, 4), torch.full((1, 2, 3, 4), 2.0)
-    cache = buffered_cache([([short], [short]), None, ([long], [long])], 3, 5, num_layers=1)
-    (layer,) = cache.layers
-    assert layer.keys.shape == (3, 2, 3, 4) and cache.get_seq_length() == 3
-    assert torch.equal(layer.keys[0, :, 0], torch.zeros(2, 4))
-    assert torch.equal(layer.keys[0, :, 1:], short[0])
-    assert torch.equal(layer.keys[1], torch.zeros(2, 3, 4))
-    assert torch.equal(layer.values[2], long[0])
-    empty = buffered_cache([None, None], 0, 4, num_layers=2)
-    assert len(empty.layers) == 2 and empty.get_seq_length() == 0
+def test_packs_write_into_their_rows_of_the_batch_buffers_after_right_aligned_pasts():
+    buffers = BatchBuffers(rows=3, capacity=7, num_layers=1)
+    short, long = torch.ones(1, 2, 1, 4), torch.full((1, 2, 2, 4), 2.0)
+    # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2
+    first = buffers.pack_cache(slice(0, 2), 1, [([short], [short]), ([long], [long])], 2)
+    new = torch.full((2, 2, 3, 4), 5.0)
+    keys, _ = first.layers[0].update(new, new)
+    assert keys.shape == (2, 2, 5, 4)
+    # a pack without pasts (row 2) starts at column 3; buffers exist, so it writes in place
+    buffers.pack_cache(slice(2, 3), 3, [None], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
+    (layer,) = buffers.cache(width=5).layers
+    expected_row0 = [0, 0, 1, 5, 5, 5]  # column values of row 0 (zeros where nothing was put)
+    assert layer.keys.shape == (3, 2, 5, 4) and buffers.keys[0].shape == (3, 2, 7, 4)
+    assert buffers.keys[0][0, 0, :6, 0].tolist() == expected_row0
+    assert buffers.keys[0][1, 0, :6, 0].tolist() == [0, 2, 2, 5, 5, 5]
+    assert buffers.values[0][2, 0, :6, 0].tolist() == [0, 0, 0, 5, 5, 0]
+
+
+def test_a_lazily_allocated_layer_takes_the_shape_and_dtype_of_its_first_keys():
+    buffers = BatchBuffers(rows=2, capacity=4, num_layers=2)
+    cache = buffers.pack_cache(slice(0, 2), 0, [None, None], 0)
+    keys = torch.ones(2, 3, 2, 5, dtype=torch.bfloat16)
+    cache.layers[1].update(keys, keys)
+    assert buffers.keys[1].shape == (2, 3, 4, 5) and buffers.keys[1].dtype == torch.bfloat16
+    assert buffers.keys[0].shape == (2, 3, 4, 5)  # every layer's buffers come at once
+    assert cache.layers[0].get_seq_length() == 0
+
+
+def test_a_workspace_hands_its_memory_to_the_next_call_zeroed():
+    workspace = Workspace()
+    like = torch.ones(1, 2, 1, 4)
+    first = BatchBuffers(rows=2, capacity=3, num_layers=2, workspace=workspace)
+    first.layer(0, like)[0].fill_(7.0)
+    second = BatchBuffers(rows=1, capacity=3, num_layers=2, workspace=workspace)
+    keys, values = second.layer(1, like)
+    assert keys.data_ptr() != values.data_ptr()
+    assert keys.untyped_storage().data_ptr() == first.keys[0].untyped_storage().data_ptr()
+    assert not any(t.any() for t in second.keys + second.values)
+    third = BatchBuffers(rows=1, capacity=3, num_layers=2, workspace=workspace)
+    assert third.layer(0, like.bfloat16())[0].dtype == torch.bfloat16  # a new block

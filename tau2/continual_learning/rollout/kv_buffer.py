@@ -4,12 +4,17 @@ transformers' ``DynamicLayer`` grows by ``torch.cat``: every decode step re-allo
 every layer's whole cache. On a CPU the fresh multi-megabyte allocations page-fault, and that,
 not the copy itself, cost most of a decode step once the context reached a few hundred tokens
 (measured: 16 rows x 1000 tokens, about 100 ms of a 184 ms step). A :class:`BufferedLayer` has
-room for the tokens a call will add and writes them into it; past its capacity it falls back to
-concatenation, so it is never wrong, only slower.
+room for the tokens a call will add and writes them into it; past its capacity it grows by
+doubling, so it is never wrong, only slower.
+
+:class:`BatchBuffers` holds one such buffer per layer for every row of a policy call: each
+prefill pack writes into its rows' slice of it (a view), and decoding then continues on the
+whole, so no row's keys/values are copied between prefill and decoding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -17,26 +22,32 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 if TYPE_CHECKING:
     import torch
 
+Past = tuple[list["torch.Tensor"], list["torch.Tensor"]]
+"""Per-layer keys and values of one sequence, each ``[1, kv_heads, len, head_dim]``."""
+
+Allocator = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
+"""Given a layer's first new keys, the key and value buffers it should write into."""
+
 
 class BufferedLayer(DynamicLayer):
     """A ``DynamicLayer`` whose ``keys``/``values`` are views of the first ``length`` positions
-    of ``[batch, kv_heads, capacity, head_dim]`` buffers. Without buffers it allocates them at
-    its first update, with room for ``capacity`` positions."""
+    of ``[batch, kv_heads, capacity, head_dim]`` buffers: given ones (:meth:`attach`), or ones
+    ``allocate`` returns at the first update (default: fresh, ``capacity`` positions)."""
 
-    def __init__(
-        self,
-        capacity: int,
-        key_buffer: torch.Tensor | None = None,
-        value_buffer: torch.Tensor | None = None,
-        length: int = 0,
-    ) -> None:
+    def __init__(self, capacity: int, allocate: Allocator | None = None) -> None:
         super().__init__()
         self.capacity = capacity
+        self.allocate = allocate
+        self.length = 0
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+
+    def attach(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
+        """Use these buffers, whose first ``length`` positions already hold keys/values."""
         self.key_buffer, self.value_buffer = key_buffer, value_buffer
-        if key_buffer is not None:
-            self.dtype, self.device = key_buffer.dtype, key_buffer.device
-            self.is_initialized = True
-            self._set_length(length)
+        self.dtype, self.device = key_buffer.dtype, key_buffer.device
+        self.is_initialized = True
+        self._set_length(length)
 
     def _set_length(self, length: int) -> None:
         assert self.key_buffer is not None and self.value_buffer is not None
@@ -48,12 +59,15 @@ class BufferedLayer(DynamicLayer):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
-            batch, heads, _, dim = key_states.shape
-            self.key_buffer = key_states.new_empty((batch, heads, self.capacity, dim))
-            self.value_buffer = value_states.new_empty((batch, heads, self.capacity, dim))
-            self.dtype, self.device = key_states.dtype, key_states.device
-            self.is_initialized = True
-            self.length = 0
+            if self.allocate is not None:
+                self.attach(*self.allocate(key_states), 0)
+            else:
+                shape = (key_states.shape[0], key_states.shape[1], self.capacity)
+                self.attach(
+                    key_states.new_empty((*shape, key_states.shape[3])),
+                    value_states.new_empty((*shape, value_states.shape[3])),
+                    0,
+                )
         assert self.key_buffer is not None and self.value_buffer is not None
         end = self.length + key_states.shape[-2]
         if end > self.key_buffer.shape[2]:  # out of room: grow (DynamicLayer would concatenate)
@@ -69,9 +83,8 @@ class BufferedLayer(DynamicLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
-            self.key_buffer = self.key_buffer[indices]
-            self.value_buffer = self.value_buffer[indices]
-            self._set_length(self.length)
+            assert self.key_buffer is not None and self.value_buffer is not None
+            self.attach(self.key_buffer[indices], self.value_buffer[indices], self.length)
 
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
@@ -80,12 +93,16 @@ class BufferedLayer(DynamicLayer):
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized:
-            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-            self._set_length(self.length)
+            assert self.key_buffer is not None and self.value_buffer is not None
+            self.attach(
+                self.key_buffer.repeat_interleave(repeats, dim=0),
+                self.value_buffer.repeat_interleave(repeats, dim=0),
+                self.length,
+            )
 
     def reset(self) -> None:
         super().reset()
+        self.length = 0
         self.key_buffer = self.value_buffer = None
 
 
@@ -94,44 +111,101 @@ def _grown(buffer: torch.Tensor, length: int, needed: int) -> torch.Tensor:
     ``length`` positions of ``buffer``."""
     shape = list(buffer.shape)
     shape[2] = max(needed, 2 * shape[2])
-    grown = buffer.new_empty(shape)
+    grown = buffer.new_zeros(shape)
     grown[:, :, :length] = buffer[:, :, :length]
     return grown
 
 
-Past = tuple[list["torch.Tensor"], list["torch.Tensor"]]
-"""Per-layer keys and values of one sequence, each ``[1, kv_heads, len, head_dim]``."""
+class Workspace:
+    """Memory that successive :class:`BatchBuffers` reuse. Freshly allocated multi-megabyte
+    tensors page-fault on first touch on a CPU (measured: about 0.4 s to zero-fill the buffers
+    of one 11-row call), so one block is kept and handed out again. Only one
+    :class:`BatchBuffers` may use it at a time: a new one overwrites the last one's memory."""
+
+    def __init__(self) -> None:
+        self.block: torch.Tensor | None = None
+
+    def zeros(self, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A zeroed 1-D tensor of ``numel`` elements with ``like``'s dtype and device."""
+        block = self.block
+        if (
+            block is None
+            or block.numel() < numel
+            or (block.dtype, block.device)
+            != (
+                like.dtype,
+                like.device,
+            )
+        ):
+            self.block = block = like.new_empty((numel,))
+        return block[:numel].zero_()
+
+    def clear(self) -> None:
+        self.block = None
 
 
-def buffered_cache(
-    pasts: list[Past | None], width: int, capacity: int, num_layers: int
-) -> DynamicCache:
-    """A cache over ``len(pasts)`` rows, each row's keys/values right-aligned to ``width``
-    columns (zeros to their left, or all zeros for ``None``), with room for ``capacity``
-    columns in all. With ``width == 0`` the buffers are allocated at the first update."""
-    cache = DynamicCache()
-    given = [p for p in pasts if p is not None]
-    if width == 0 or not given:
-        cache.layers = [BufferedLayer(capacity) for _ in range(num_layers)]
+class BatchBuffers:
+    """Zero-initialised key/value buffers ``[rows, kv_heads, capacity, head_dim]`` per layer for
+    all rows of a call, allocated (for all layers at once, from ``workspace`` if given) when
+    their shape and dtype are first known (zeros: masked positions must not hold NaN, which a
+    zero attention weight would not cancel)."""
+
+    def __init__(
+        self, rows: int, capacity: int, num_layers: int, workspace: Workspace | None = None
+    ) -> None:
+        self.rows, self.capacity = rows, capacity
+        self.workspace = workspace or Workspace()
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``index``'s buffers, shaped with ``like``'s heads, head size and dtype."""
+        keys, values = self.keys[index], self.values[index]
+        if keys is None or values is None:
+            shape = (self.rows, like.shape[1], self.capacity, like.shape[3])
+            size = shape[0] * shape[1] * shape[2] * shape[3]
+            block = self.workspace.zeros(2 * len(self.keys) * size, like)
+            for layer in range(len(self.keys)):
+                self.keys[layer] = block[2 * layer * size : (2 * layer + 1) * size].view(shape)
+                self.values[layer] = block[(2 * layer + 1) * size : (2 * layer + 2) * size].view(
+                    shape
+                )
+            keys, values = self.keys[index], self.values[index]
+        assert keys is not None and values is not None
+        return keys, values
+
+    def pack_cache(
+        self, rows: slice, start: int, pasts: list[Past | None], past_width: int
+    ) -> DynamicCache:
+        """A cache writing rows ``rows`` from column ``start`` on, each row's ``pasts`` already
+        right-aligned to ``start + past_width`` (``None``: no reused keys/values)."""
+
+        def views(index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            keys, values = self.layer(index, like)
+            return keys[rows, :, start:], values[rows, :, start:]
+
+        cache = DynamicCache()
+        cache.layers = []
+        for index in range(len(self.keys)):
+            layer = BufferedLayer(self.capacity - start, lambda k, i=index: views(i, k))
+            given = [(row, p) for row, p in enumerate(pasts) if p is not None]
+            if past_width and given:
+                keys, values = views(index, given[0][1][0][index])
+                for row, (past_keys, past_values) in given:
+                    length = past_keys[index].shape[2]
+                    keys[row, :, past_width - length : past_width] = past_keys[index][0]
+                    values[row, :, past_width - length : past_width] = past_values[index][0]
+                layer.attach(keys, values, past_width)
+            cache.layers.append(layer)
         return cache
-    cache.layers = [
-        BufferedLayer(
-            capacity,
-            _stacked([p[0][layer] if p else None for p in pasts], width, capacity),
-            _stacked([p[1][layer] if p else None for p in pasts], width, capacity),
-            width,
-        )
-        for layer in range(num_layers)
-    ]
-    return cache
 
-
-def _stacked(tensors: list[torch.Tensor | None], width: int, capacity: int) -> torch.Tensor:
-    first = next(t for t in tensors if t is not None)
-    out = first.new_empty((len(tensors), first.shape[1], capacity, first.shape[3]))
-    for row, tensor in enumerate(tensors):
-        pad = width - (0 if tensor is None else tensor.shape[2])
-        out[row, :, :pad] = 0
-        if tensor is not None:
-            out[row, :, pad:width] = tensor[0]
-    return out
+    def cache(self, width: int) -> DynamicCache:
+        """A cache over all rows, holding the first ``width`` columns (after the packs)."""
+        cache = DynamicCache()
+        cache.layers = []
+        for keys, values in zip(self.keys, self.values, strict=True):
+            layer = BufferedLayer(self.capacity)
+            assert keys is not None and values is not None, "no pack has been encoded"
+            layer.attach(keys, values, width)
+            cache.layers.append(layer)
+        return cache

@@ -195,7 +195,10 @@ class HFPolicy:
         if prefix_cache:
             if supports_prefix_cache(model):
                 self.cache = PrefixCache(prefix_cache_tokens)
+                from tau2.continual_learning.rollout.kv_buffer import Workspace
+
                 self._num_layers = _num_cache_layers(model)
+                self._workspace = Workspace()
             else:
                 logger.info(
                     "%s has non-standard attention caches; HFPolicy re-encodes every context",
@@ -206,6 +209,7 @@ class HFPolicy:
         """Free the prefix cache (the runner calls this when a run ends)."""
         if self.cache is not None:
             self.cache.clear()
+            self._workspace.clear()
 
     def generate(
         self, prompts: list[list[int]], sampling: SamplingParams, seed: int | None = None
@@ -292,26 +296,37 @@ class HFPolicy:
         ]
 
     # -- prefix-cached path -----------------------------------------------------------------
-    def _prefill(self, sequences: list[list[int]]) -> tuple[list[Past], Any]:
+    def _encode(
+        self, sequences: list[list[int]], room: int
+    ) -> tuple[Any, list[int], list[list[int]], Any]:
         """Encode what the prefix cache lacks of each sequence, in packs (see
-        :mod:`~tau2.continual_learning.rollout.batched_prefill`); returns each sequence's
-        keys/values (per layer, ``[1, kv_heads, len, head_dim]``) and its last logits."""
+        :mod:`~tau2.continual_learning.rollout.batched_prefill`), into one batch cache with
+        ``room`` free columns. Returns the cache, the sequence index of each of its rows, each
+        sequence's columns in it, and the last logits of each row."""
         import torch
 
-        from tau2.continual_learning.rollout.kv_buffer import buffered_cache
+        from tau2.continual_learning.rollout.kv_buffer import BatchBuffers
 
         assert self.cache is not None
         found = [self.cache.lookup(s) for s in sequences]
         # the last position's logits are needed, so each row encodes at least one token
         reuse = [min(shared, len(s) - 1) for s, (_, shared) in zip(sequences, found, strict=True)]
-        pasts: list[Past] = [([], [])] * len(sequences)
-        logits: list[Any] = [None] * len(sequences)
-        device = self.model.device
         suffixes = [len(s) - r for s, r in zip(sequences, reuse, strict=True)]
-        for pack in packs(suffixes, self.prefill_pack_tokens):
-            layout = PrefillLayout([sequences[i] for i in pack], [reuse[i] for i in pack])
-            reused = [_head(found[i][0], reuse[i]) for i in pack]
-            cache = buffered_cache(reused, layout.past_width, layout.width, self._num_layers)
+        groups = packs(suffixes, self.prefill_pack_tokens)
+        layouts = [PrefillLayout([sequences[i] for i in g], [reuse[i] for i in g]) for g in groups]
+        width = max(layout.width for layout in layouts)
+        buffers = BatchBuffers(len(sequences), width + room, self._num_layers, self._workspace)
+        columns: list[list[int]] = [[] for _ in sequences]
+        logits, first = [], 0
+        device = self.model.device
+        for group, layout in zip(groups, layouts, strict=True):
+            start = width - layout.width  # every pack ends in the last column
+            cache = buffers.pack_cache(
+                slice(first, first + len(group)),
+                start,
+                [_head(found[i][0], reuse[i]) for i in group],
+                layout.past_width,
+            )
             output = self.model(
                 input_ids=torch.tensor(layout.suffix_ids(self.pad_id), device=device),
                 attention_mask=torch.tensor(layout.attention_mask(), device=device),
@@ -320,47 +335,53 @@ class HFPolicy:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            for row, i in enumerate(pack):
-                columns = torch.tensor(layout.columns(row), device=device)
-                pasts[i] = (
-                    [layer.keys[row : row + 1].index_select(2, columns) for layer in cache.layers],
-                    [
-                        layer.values[row : row + 1].index_select(2, columns)
-                        for layer in cache.layers
-                    ],
-                )
-                logits[i] = output.logits[row, -1]
+            logits.append(output.logits[:, -1])
+            for row, i in enumerate(group):
+                columns[i] = [start + c for c in layout.columns(row)]
+            first += len(group)
         self.cache.stats.reused_tokens += sum(reuse)
-        self.cache.stats.prefill_tokens += sum(len(s) for s in sequences) - sum(reuse)
-        return pasts, torch.stack(logits)
+        self.cache.stats.prefill_tokens += sum(suffixes)
+        order = [i for group in groups for i in group]
+        return buffers.cache(width), order, columns, torch.cat(logits)
+
+    def _store(self, cache: Any, row: int, tokens: list[int], columns: list[int]) -> None:
+        """Keep batch row ``row`` (the keys/values in its ``columns``) in the prefix cache."""
+        import torch
+
+        assert self.cache is not None
+        index = torch.tensor(columns, device=self.model.device)
+        self.cache.add(
+            CachedSequence(
+                tokens,
+                [layer.keys[row : row + 1].index_select(2, index) for layer in cache.layers],
+                [layer.values[row : row + 1].index_select(2, index) for layer in cache.layers],
+            )
+        )
 
     def _generate_cached(
         self, prompts: list[list[int]], sampling: SamplingParams
     ) -> list[Generation]:
         import torch
 
-        from tau2.continual_learning.rollout.kv_buffer import buffered_cache
-
         assert self.cache is not None
         # prefixes several prompts share beyond the cache (a GRPO group's prompt) go first
         prefixes = shared_prefixes(prompts, [self.cache.lookup(p)[1] for p in prompts])
         if prefixes:
-            for prefix, (keys, values) in zip(prefixes, self._prefill(prefixes)[0], strict=True):
-                self.cache.add(CachedSequence(prefix, keys, values))
-        pasts, logits = self._prefill(prompts)
-        lengths = [len(p) for p in prompts]
-        width = max(lengths)
-        offsets = [width - n for n in lengths]  # left padding of each row
-        cache = buffered_cache(pasts, width, width + sampling.max_new_tokens, self._num_layers)
-        del pasts
+            shared, order, columns, _ = self._encode(prefixes, room=0)
+            for row, i in enumerate(order):
+                self._store(shared, row, prefixes[i], columns[i])
+            del shared
+        cache, active, columns, logits = self._encode(prompts, room=sampling.max_new_tokens)
+        width = cache.get_seq_length()
         device = self.model.device
-        mask = torch.tensor(
-            [[0] * o + [1] * n for o, n in zip(offsets, lengths, strict=True)], device=device
-        )
-        positions = torch.tensor(lengths, device=device)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, i in enumerate(active):
+            mask[row, columns[i]] = 1
+        mask = mask.to(device)
+        positions = torch.tensor([len(prompts[i]) for i in active], device=device)
         warpers = _warpers(sampling)
         eos = self.tokenizer.eos_token_id
-        active = list(range(len(prompts)))  # prompt index of each batch row
+        # ``active``: the prompt index of each batch row (rows are in pack order)
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         texts = [""] * len(prompts)
@@ -386,20 +407,8 @@ class HFPolicy:
                 if reason is None and step < sampling.max_new_tokens - 1:
                     keep.append(row)
                 else:  # finished: keep what was encoded (all but its last sampled token)
-                    end = width + step
-                    self.cache.add(
-                        CachedSequence(
-                            prompts[index] + tokens[index][:-1],
-                            [
-                                layer.keys[row : row + 1, :, offsets[index] : end].clone()
-                                for layer in cache.layers
-                            ],
-                            [
-                                layer.values[row : row + 1, :, offsets[index] : end].clone()
-                                for layer in cache.layers
-                            ],
-                        )
-                    )
+                    encoded = columns[index] + list(range(width, width + step))
+                    self._store(cache, row, prompts[index] + tokens[index][:-1], encoded)
             if not keep:
                 break
             if len(keep) < len(active):
