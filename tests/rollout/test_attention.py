@@ -36,14 +36,13 @@ def _sdpa(query, key, value, mask):
 def test_short_queries_match_sdpa_with_grouped_heads(q_len, mask_kind):
     torch.manual_seed(q_len)
     batch, heads, kv_heads, dim = 3, 6, 2, 8
-    # transformers passes no mask ("causal") only when queries and keys are the same positions
-    kv_len = q_len if mask_kind == "causal" else 20
+    kv_len = 20  # no mask ("causal"): SDPA's is_causal, queries aligned to the first keys
     query = torch.randn(batch, heads, q_len, dim)
     # keys/values as the cache holds them: views of larger buffers
     key = torch.randn(batch, kv_heads, kv_len + 7, dim)[:, :, :kv_len]
     value = torch.randn(batch, kv_heads, kv_len + 7, dim)[:, :, :kv_len]
     allowed = torch.ones(batch, 1, q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)
-    allowed[1, :, :, : min(4, kv_len - 1)] = False  # left padding of row 1
+    allowed[1, :, :, :4] = False  # left padding of row 1
     mask = {
         "bool": allowed,
         "float": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo().min),

@@ -20,9 +20,13 @@ def test_updates_in_place_match_concatenation_including_growth_past_capacity():
     buffered, plain = BufferedLayer(capacity=6), DynamicLayer()
     for keys, values in _chunks(0, [4, 1, 1, 3, 1]):  # 10 positions: grows past 6
         got = buffered.update(keys, values)
-        expected = plain.update(keys, values)
-        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
-        assert buffered.get_seq_length() == plain.get_seq_length()
+        plain.update(keys, values)
+        assert torch.equal(buffered.keys, plain.keys) and torch.equal(buffered.values, plain.values)
+        length = buffered.get_seq_length()
+        assert length == plain.get_seq_length()
+        # attention gets the whole buffers (unwritten positions zero), masks sized to them
+        assert got[0].shape[2] == buffered.get_mask_sizes(0)[0] >= length
+        assert not got[1][:, :, length:].any()
     assert buffered.key_buffer.shape[2] >= 10
 
 
@@ -46,8 +50,9 @@ def test_row_selection_and_cropping_keep_the_cached_positions():
     plain.crop(-2)
     assert torch.equal(buffered.keys, plain.keys) and buffered.get_seq_length() == 3
     keys, values = _chunks(4, [1])[0]
-    got = buffered.update(keys[:2], values[:2])
-    assert torch.equal(got[0], plain.update(keys[:2], values[:2])[0])
+    buffered.update(keys[:2], values[:2])
+    plain.update(keys[:2], values[:2])
+    assert torch.equal(buffered.keys, plain.keys)
 
 
 def test_packs_write_into_their_rows_of_the_batch_buffers_after_right_aligned_pasts():
@@ -56,8 +61,8 @@ def test_packs_write_into_their_rows_of_the_batch_buffers_after_right_aligned_pa
     # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2
     first = buffers.pack_cache(slice(0, 2), 1, [([short], [short]), ([long], [long])], 2)
     new = torch.full((2, 2, 3, 4), 5.0)
-    keys, _ = first.layers[0].update(new, new)
-    assert keys.shape == (2, 2, 5, 4)
+    first.layers[0].update(new, new)
+    assert first.layers[0].keys.shape == (2, 2, 5, 4)
     # a pack without pasts (row 2) starts at column 3; buffers exist, so it writes in place
     buffers.pack_cache(slice(2, 3), 3, [None], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
     (layer,) = buffers.cache(width=5).layers

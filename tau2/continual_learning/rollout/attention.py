@@ -56,10 +56,10 @@ def short_query_attention(
     queries = query.reshape(batch * kv_heads, group * q_len, dim)
     scores = torch.bmm(keys, queries.transpose(1, 2)).float() * scale
     scores = scores.view(batch, kv_heads, kv_len, group, q_len)  # softmax over kv_len (dim 2)
-    if attention_mask is None and q_len > 1:  # SDPA's "causal" shorthand: queries are the last
-        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(
-            kv_len - q_len
-        )
+    if attention_mask is None and q_len > 1:
+        # transformers' shorthand for SDPA's is_causal, which aligns queries to the first keys
+        # (they are equal, or the keys after them are unwritten cache positions)
+        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril()
     if attention_mask is not None:
         mask = attention_mask.transpose(-1, -2)[..., None, :]  # [batch|1, 1, kv, 1, q]
         if mask.dtype == torch.bool:  # a finite fill keeps fully masked rows NaN-free

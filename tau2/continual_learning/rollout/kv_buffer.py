@@ -34,6 +34,10 @@ class BufferedLayer(DynamicLayer):
     of ``[batch, kv_heads, capacity, head_dim]`` buffers: given ones (:meth:`attach`), or ones
     ``allocate`` returns at the first update (default: fresh, ``capacity`` positions)."""
 
+    is_compileable = True
+    """Read by transformers' mask code: never drop the mask of a one-token query (the buffers
+    hold unwritten positions that only the mask hides), as for its static caches."""
+
     def __init__(self, capacity: int, allocate: Allocator | None = None) -> None:
         super().__init__()
         self.capacity = capacity
@@ -64,22 +68,30 @@ class BufferedLayer(DynamicLayer):
             else:
                 shape = (key_states.shape[0], key_states.shape[1], self.capacity)
                 self.attach(
-                    key_states.new_empty((*shape, key_states.shape[3])),
-                    value_states.new_empty((*shape, value_states.shape[3])),
+                    key_states.new_zeros((*shape, key_states.shape[3])),
+                    value_states.new_zeros((*shape, value_states.shape[3])),
                     0,
                 )
         assert self.key_buffer is not None and self.value_buffer is not None
         end = self.length + key_states.shape[-2]
         if end > self.key_buffer.shape[2]:  # out of room: grow (DynamicLayer would concatenate)
-            self.key_buffer = _grown(self.key_buffer, self.length, end)
-            self.value_buffer = _grown(self.value_buffer, self.length, end)
+            self.capacity = _room_for(self.key_buffer.shape[2], end)
+            self.key_buffer = _grown(self.key_buffer, self.length, self.capacity)
+            self.value_buffer = _grown(self.value_buffer, self.length, self.capacity)
         self.key_buffer[:, :, self.length : end] = key_states
         self.value_buffer[:, :, self.length : end] = value_states
         self._set_length(end)
-        return self.keys, self.values
+        # All of the buffers, unwritten positions too: they lie after every query, so the causal
+        # mask (sized by get_mask_sizes) hides them, and attention reads the buffers in place.
+        return self.key_buffer, self.value_buffer
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """Masks cover the whole buffer (as with transformers' static caches)."""
+        capacity = self.key_buffer.shape[2] if self.key_buffer is not None else self.capacity
+        return _room_for(capacity, self.get_seq_length() + query_length), 0
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
@@ -106,11 +118,16 @@ class BufferedLayer(DynamicLayer):
         self.key_buffer = self.value_buffer = None
 
 
-def _grown(buffer: torch.Tensor, length: int, needed: int) -> torch.Tensor:
-    """A buffer with room for ``needed`` positions (at least doubling), holding the first
-    ``length`` positions of ``buffer``."""
+def _room_for(capacity: int, needed: int) -> int:
+    """Positions a buffer of ``capacity`` has once ``needed`` are written (at least doubling
+    when it has to grow)."""
+    return capacity if needed <= capacity else max(needed, 2 * capacity)
+
+
+def _grown(buffer: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
+    """A zeroed buffer of ``capacity`` positions holding the first ``length`` of ``buffer``."""
     shape = list(buffer.shape)
-    shape[2] = max(needed, 2 * shape[2])
+    shape[2] = capacity
     grown = buffer.new_zeros(shape)
     grown[:, :, :length] = buffer[:, :, :length]
     return grown
