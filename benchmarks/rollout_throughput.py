@@ -5,7 +5,9 @@ turn over the whole conversation, scored inline after it ends. "Batched" is Epis
 HFPolicy as the trainer uses it: all episodes advance together, one call per turn, keys/values
 of earlier turns reused (prefix cache). A third run, batched without the prefix cache, shows
 what each part contributes. All runs use the same model, tasks, seed, limits and precision, in
-one process. Prints one JSON line (see docs/rollout.md for recorded numbers).
+one process; episode limits and temperature default to the trainer's (GRPOConfig). With
+``--repeats N`` the three runs alternate N times and the medians are reported (a shared 2-core
+machine varies by 10-30% from run to run). Prints one JSON line (see docs/rollout.md).
 
     python benchmarks/rollout_throughput.py                 # embedded SmolLM2-135M-Instruct
     python benchmarks/rollout_throughput.py --model tiny    # tiny random model (smoke run)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from tau2.continual_learning import load_model_and_tokenizer, load_tokenizer
-from tau2.continual_learning.config import bf16_supported
+from tau2.continual_learning.config import GRPOConfig, bf16_supported
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 
@@ -59,9 +62,13 @@ def main() -> None:
     parser.add_argument(
         "--group_size", type=int, default=1, help="episodes per task (a GRPO group); 1 = distinct"
     )
-    parser.add_argument("--max_turns", type=int, default=3)
-    parser.add_argument("--max_new_tokens_per_turn", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=0.7)
+    defaults = GRPOConfig(output_dir="unused")
+    parser.add_argument("--max_turns", type=int, default=defaults.max_turns)
+    parser.add_argument(
+        "--max_new_tokens_per_turn", type=int, default=defaults.max_new_tokens_per_turn
+    )
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the runs N times")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--bf16",
@@ -70,6 +77,8 @@ def main() -> None:
         help="bf16 autocast as the trainer uses it (auto: where the CPU/GPU supports it)",
     )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.episodes % args.group_size:
         parser.error("--episodes must be a multiple of --group_size")
 
@@ -89,14 +98,20 @@ def main() -> None:
     cached, stateless = HFPolicy(model, tokenizer), HFPolicy(model, tokenizer, prefix_cache=False)
     group = args.group_size
     autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
+    runs = {"batched": [], "plain": [], "sequential": []}
     with autocast:
         for policy in (cached, stateless):  # warm-up
             policy.generate([[tokenizer.eos_token_id] * 8], SamplingParams(max_new_tokens=4))
-        batched_s, batched_tokens, batched = timed_run(cached, settings, [tasks], group, 1)
-        plain_s, _, _ = timed_run(stateless, settings, [tasks], group, 1)
-        sequential_s, sequential_tokens, sequential = timed_run(
-            stateless, settings, [[t] for t in tasks for _ in range(group)], 1, 0
-        )
+        for _ in range(args.repeats):
+            runs["batched"].append(timed_run(cached, settings, [tasks], group, 1))
+            runs["plain"].append(timed_run(stateless, settings, [tasks], group, 1))
+            one_by_one = [[t] for t in tasks for _ in range(group)]
+            runs["sequential"].append(timed_run(stateless, settings, one_by_one, 1, 0))
+    median = {name: statistics.median(r[0] for r in results) for name, results in runs.items()}
+    batched_s, plain_s, sequential_s = median["batched"], median["plain"], median["sequential"]
+    batched_tokens = statistics.median(r[1] for r in runs["batched"])
+    sequential_tokens = statistics.median(r[1] for r in runs["sequential"])
+    batched, sequential = runs["batched"][0][2], runs["sequential"][0][2]
     n = args.episodes
     stats = cached.cache.stats if cached.cache is not None else None
     print(
@@ -113,6 +128,11 @@ def main() -> None:
                 "batched_s": round(batched_s, 1),
                 "batched_without_prefix_cache_s": round(plain_s, 1),
                 "sequential_s": round(sequential_s, 1),
+                "repeats": args.repeats,
+                "speedups": [
+                    round(s[0] / b[0], 2)
+                    for s, b in zip(runs["sequential"], runs["batched"], strict=True)
+                ],
                 "prefix_cache_reuse": round(stats.reuse_fraction, 3) if stats else None,
                 "batched_mean_reward": sum(e.reward for e in batched) / n,
                 "sequential_mean_reward": sum(e.reward for e in sequential) / n,

@@ -371,6 +371,7 @@ class HFPolicy:
             for row, i in enumerate(order):
                 self._store(shared, row, prefixes[i], columns[i])
             del shared
+        # ``active``: the prompt index of each batch row (rows are in pack order)
         cache, active, columns, logits = self._encode(prompts, room=sampling.max_new_tokens)
         width = cache.get_seq_length()
         device = self.model.device
@@ -381,7 +382,6 @@ class HFPolicy:
         positions = torch.tensor([len(prompts[i]) for i in active], device=device)
         warpers = _warpers(sampling)
         eos = self.tokenizer.eos_token_id
-        # ``active``: the prompt index of each batch row (rows are in pack order)
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         texts = [""] * len(prompts)
