@@ -1,8 +1,9 @@
 """The tau2 domains as the rollout engine sees them: environments, tools, policy and tasks.
 
 Everything heavy (task files, tool schemas) is loaded once per process and cached; every
-episode still gets a *fresh* environment from :meth:`DomainSpec.make_environment`, because
-tools mutate their database in place.
+episode still gets a fresh environment (:mod:`~tau2.continual_learning.rollout.shared_database`
+lets it share a parsed database until its first write), because tools mutate their database
+in place.
 """
 
 from __future__ import annotations

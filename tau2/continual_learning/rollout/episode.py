@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 
+from tau2.continual_learning.rollout.shared_database import own_database_before
 from tau2.continual_learning.rollout.tool_format import (
     DONE_TOOL,
     RESPOND_TOOL,
@@ -133,6 +134,8 @@ class EpisodeState:
     user_state: Any = None
     to_user: Message | list[ToolMessage] | None = None
     """What the user model must answer next (agent message, or results of its own tool calls)."""
+    shares_database: bool = False
+    """``env`` still reads the process's shared database (see ``shared_database``)."""
 
     # -- set-up -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -206,7 +209,7 @@ class EpisodeState:
             return
         self.messages.append(message)
         if message.is_tool_call():
-            results = [self.env.get_response(call) for call in message.tool_calls]
+            results = [self._respond(call) for call in message.tool_calls]
             self.messages += results
             self.to_user = results
             if self.num_user_turns >= 3 * self.limits.max_turns:
@@ -261,7 +264,7 @@ class EpisodeState:
                     arguments=call.arguments,
                     requestor="assistant",
                 )
-                result = self.env.get_response(tool_call)
+                result = self._respond(tool_call)
                 calls.append(tool_call)
                 results.append(result)
                 feedback.append(result.content or "")
@@ -270,6 +273,12 @@ class EpisodeState:
             self.messages.append(AssistantMessage(role="assistant", content=None, tool_calls=calls))
             self.messages += results
         return feedback
+
+    def _respond(self, call: ToolCall) -> ToolMessage:
+        """tau2's response to a tool call; a shared database is copied before a write."""
+        if self.shares_database:
+            self.shares_database = own_database_before(self.env, call.name)
+        return self.env.get_response(call)
 
     def _pseudo_call(self, call: ParsedCall) -> list[str] | None:
         if call.name == DONE_TOOL:

@@ -145,20 +145,16 @@ class Workspace:
     def zeros(self, numel: int, like: torch.Tensor) -> torch.Tensor:
         """A zeroed 1-D tensor of ``numel`` elements with ``like``'s dtype and device."""
         block = self.block
-        if (
-            block is None
-            or block.numel() < numel
-            or (block.dtype, block.device)
-            != (
-                like.dtype,
-                like.device,
-            )
-        ):
+        if block is None or block.numel() < numel or not _same_kind(block, like):
             self.block = block = like.new_empty((numel,))
         return block[:numel].zero_()
 
     def clear(self) -> None:
         self.block = None
+
+
+def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.device == b.device
 
 
 class BatchBuffers:
@@ -182,11 +178,9 @@ class BatchBuffers:
             shape = (self.rows, like.shape[1], self.capacity, like.shape[3])
             size = shape[0] * shape[1] * shape[2] * shape[3]
             block = self.workspace.zeros(2 * len(self.keys) * size, like)
+            per_layer = block.view(len(self.keys), 2, *shape)
             for layer in range(len(self.keys)):
-                self.keys[layer] = block[2 * layer * size : (2 * layer + 1) * size].view(shape)
-                self.values[layer] = block[(2 * layer + 1) * size : (2 * layer + 2) * size].view(
-                    shape
-                )
+                self.keys[layer], self.values[layer] = per_layer[layer, 0], per_layer[layer, 1]
             keys, values = self.keys[index], self.values[index]
         assert keys is not None and values is not None
         return keys, values

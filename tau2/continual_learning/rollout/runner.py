@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from tau2.continual_learning.rollout.domains import (
     DomainTask,
-    environment_constructor,
     policy_text,
     tool_schemas,
 )
@@ -31,6 +30,7 @@ from tau2.continual_learning.rollout.episode import (
 from tau2.continual_learning.rollout.policy import Policy, SamplingParams
 from tau2.continual_learning.rollout.prompt import ChatFormat, agent_system_prompt
 from tau2.continual_learning.rollout.scoring import Scorer
+from tau2.continual_learning.rollout.shared_database import new_environment
 from tau2.continual_learning.rollout.skills import skill_system_prompt
 from tau2.continual_learning.rollout.tool_format import (
     CALL_CLOSE,
@@ -196,7 +196,7 @@ class EpisodeRunner:
             state.system_prompt = system_prompt(
                 task.domain, task.source, task.solo, task.env_solo_mode, task.tool_names
             )
-            state.env = make_environment(task)
+            state.env, state.shares_database = new_environment(task)
             state.start()
             if self.user is not None and not task.solo:
                 state.user_state = self.user.start(task, state.env)
@@ -241,19 +241,6 @@ class EpisodeRunner:
                 )
                 state.env = None  # type: ignore[assignment]  # free its DB (airline: ~25 MB)
                 progress.update(1)
-
-
-def make_environment(task: DomainTask) -> Any:
-    """A fresh environment for ``task``, with the task's initial state applied."""
-    env = environment_constructor(task.domain)(solo_mode=task.env_solo_mode)
-    initial = task.task.initial_state
-    if initial is not None:
-        env.set_state(
-            initialization_data=initial.initialization_data,
-            initialization_actions=initial.initialization_actions,
-            message_history=list(initial.message_history or []),
-        )
-    return env
 
 
 def _guarded(state: EpisodeState, step: Callable[[], None]) -> None:
