@@ -206,7 +206,8 @@ class HFPolicy:
                 )
 
     def clear_cache(self) -> None:
-        """Free the prefix cache (the runner calls this when a run ends)."""
+        """Free the prefix cache and the key/value workspace (the runner calls this when a run
+        ends)."""
         if self.cache is not None:
             self.cache.clear()
             self._workspace.clear()
