@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from tau2.continual_learning.rollout.attention import (
     NAME,
@@ -12,6 +11,7 @@ from tau2.continual_learning.rollout.attention import (
     sampling_attention,
     short_query_attention,
 )
+from tau2.continual_learning.tiny_model import build_tiny_model
 
 
 class _Module(torch.nn.Module):
@@ -69,22 +69,12 @@ def test_fully_masked_rows_give_finite_outputs():
     assert torch.isfinite(got).all()
 
 
-def _gqa_model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(config).eval()
+def _gqa_model(tokenizer):
+    return build_tiny_model(tokenizer, num_heads=4, num_key_value_heads=2)
 
 
-def test_a_model_decodes_the_same_with_it_and_gets_its_attention_back():
-    model = _gqa_model()
+def test_a_model_decodes_the_same_with_it_and_gets_its_attention_back(tokenizer):
+    model = _gqa_model(tokenizer)
     ids = torch.randint(0, 64, (2, 12))
     mask = torch.ones_like(ids)
     mask[0, :3] = 0
@@ -100,8 +90,8 @@ def test_a_model_decodes_the_same_with_it_and_gets_its_attention_back():
     assert torch.allclose(got, reference, atol=1e-5)
 
 
-def test_it_is_restored_after_an_error_and_leaves_other_implementations_alone():
-    model = _gqa_model()
+def test_it_is_restored_after_an_error_and_leaves_other_implementations_alone(tokenizer):
+    model = _gqa_model(tokenizer)
     with pytest.raises(RuntimeError), sampling_attention(model):
         raise RuntimeError("boom")
     assert model.config._attn_implementation == "sdpa"

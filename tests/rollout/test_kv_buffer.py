@@ -16,8 +16,14 @@ def _chunks(seed: int, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tenso
     ]
 
 
+def _layer(capacity: int, rows: int = 3) -> BufferedLayer:
+    """A lazily allocated layer, as a policy call's packs get them."""
+    buffers = BatchBuffers(rows=rows, capacity=capacity, num_layers=1)
+    return buffers.pack_cache(slice(0, rows), 0, [None] * rows, 0).layers[0]
+
+
 def test_updates_in_place_match_concatenation_including_growth_past_capacity():
-    buffered, plain = BufferedLayer(capacity=6), DynamicLayer()
+    buffered, plain = _layer(capacity=6), DynamicLayer()
     for keys, values in _chunks(0, [4, 1, 1, 3, 1]):  # 10 positions: grows past 6
         got = buffered.update(keys, values)
         plain.update(keys, values)
@@ -31,7 +37,7 @@ def test_updates_in_place_match_concatenation_including_growth_past_capacity():
 
 
 def test_writes_go_into_the_buffer_without_reallocating_it():
-    layer = BufferedLayer(capacity=8)
+    layer = _layer(capacity=8)
     layer.update(*_chunks(1, [3])[0])
     buffer = layer.key_buffer
     layer.update(*_chunks(2, [1])[0])
@@ -39,7 +45,7 @@ def test_writes_go_into_the_buffer_without_reallocating_it():
 
 
 def test_row_selection_and_cropping_keep_the_cached_positions():
-    buffered, plain = BufferedLayer(capacity=8), DynamicLayer()
+    buffered, plain = _layer(capacity=8), DynamicLayer()
     for keys, values in _chunks(3, [5]):
         buffered.update(keys, values)
         plain.update(keys, values)

@@ -31,14 +31,15 @@ Allocator = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 
 class BufferedLayer(DynamicLayer):
     """A ``DynamicLayer`` whose ``keys``/``values`` are views of the first ``length`` positions
-    of ``[batch, kv_heads, capacity, head_dim]`` buffers: given ones (:meth:`attach`), or ones
-    ``allocate`` returns at the first update (default: fresh, ``capacity`` positions)."""
+    of ``[batch, kv_heads, capacity, head_dim]`` buffers: given ones (:meth:`attach`), or the
+    ones ``allocate`` returns at the first update."""
 
     is_compileable = True
     """Read by transformers' mask code: never drop the mask of a one-token query (the buffers
     hold unwritten positions that only the mask hides), as for its static caches."""
 
     def __init__(self, capacity: int, allocate: Allocator | None = None) -> None:
+        """``allocate`` may be left out only for layers that are attached before use."""
         super().__init__()
         self.capacity = capacity
         self.allocate = allocate
@@ -63,15 +64,8 @@ class BufferedLayer(DynamicLayer):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
-            if self.allocate is not None:
-                self.attach(*self.allocate(key_states), 0)
-            else:
-                shape = (key_states.shape[0], key_states.shape[1], self.capacity)
-                self.attach(
-                    key_states.new_zeros((*shape, key_states.shape[3])),
-                    value_states.new_zeros((*shape, value_states.shape[3])),
-                    0,
-                )
+            assert self.allocate is not None, "a BufferedLayer without buffers or allocator"
+            self.attach(*self.allocate(key_states), 0)
         assert self.key_buffer is not None and self.value_buffer is not None
         end = self.length + key_states.shape[-2]
         if end > self.key_buffer.shape[2]:  # out of room: grow (DynamicLayer would concatenate)

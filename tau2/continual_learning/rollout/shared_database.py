@@ -25,16 +25,21 @@ if TYPE_CHECKING:
 
 
 @functools.cache
+def _template(domain: str, solo_mode: bool) -> Environment:
+    """One environment per domain and mode: inspected once, and its database (parsed once per
+    process, never written to) is the one new environments share."""
+    return environment_constructor(domain)(solo_mode=solo_mode)
+
+
 def shares_database(domain: str, solo_mode: bool) -> bool:
     """Whether environments of ``domain`` can start on a shared database: their only state is
     the agent toolkit's database (no user tools, tau2's no-op ``sync_tools``), and tau2's
     constructor accepts a database."""
     from tau2.environment.environment import Environment
 
-    constructor = environment_constructor(domain)
-    if "db" not in inspect.signature(constructor).parameters:
+    if "db" not in inspect.signature(environment_constructor(domain)).parameters:
         return False
-    env = constructor(solo_mode=solo_mode)
+    env = _template(domain, solo_mode)
     return (
         env.user_tools is None
         and env.tools is not None
@@ -43,10 +48,9 @@ def shares_database(domain: str, solo_mode: bool) -> bool:
     )
 
 
-@functools.cache
 def shared_database(domain: str, solo_mode: bool) -> Any:
     """The process's parsed database of ``domain``, never written to."""
-    return environment_constructor(domain)(solo_mode=solo_mode).tools.db
+    return _template(domain, solo_mode).tools.db
 
 
 def new_environment(task: DomainTask) -> tuple[Environment, bool]:
