@@ -72,6 +72,9 @@ def test_prefill_in_several_packs_equals_stateless_generation(tokenizer, sharp_m
     greedy = SamplingParams(max_new_tokens=6, temperature=0)
     policy = HFPolicy(sharp_model, tokenizer, prefill_pack_tokens=48)
     stateless = HFPolicy(sharp_model, tokenizer, prefix_cache=False)
+    # reused key/value memory may hold anything: what a call does not write must not count
+    garbage = torch.full((2_000_000,), float("nan"))
+    policy._workspace.block = garbage
     for turn in range(2):
         got, expected = policy.generate(prompts, greedy), stateless.generate(prompts, greedy)
         assert [g.token_ids for g in got] == [g.token_ids for g in expected]
@@ -79,5 +82,6 @@ def test_prefill_in_several_packs_equals_stateless_generation(tokenizer, sharp_m
             assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
         env = chat.env_turn_ids("ok" * (turn + 1), "<tool_call>", close_turn=True)
         prompts = [p + g.token_ids + env for p, g in zip(prompts, got, strict=True)]
+    assert policy._workspace.block is garbage  # the calls did use that memory
     with pytest.raises(ValueError, match="prefill_pack_tokens"):
         HFPolicy(sharp_model, tokenizer, prefill_pack_tokens=0)

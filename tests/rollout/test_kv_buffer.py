@@ -18,7 +18,7 @@ def _chunks(seed: int, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tenso
 
 def _layer(capacity: int, rows: int = 3) -> BufferedLayer:
     """A lazily allocated layer, as a policy call's packs get them."""
-    buffers = BatchBuffers(rows=rows, capacity=capacity, num_layers=1)
+    buffers = BatchBuffers(rows=rows, width=0, room=capacity, num_layers=1)
     return buffers.pack_cache(slice(0, rows), 0, [None] * rows, 0).layers[0]
 
 
@@ -61,26 +61,53 @@ def test_row_selection_and_cropping_keep_the_cached_positions():
     assert torch.equal(buffered.keys, plain.keys)
 
 
+def test_dropping_rows_compacts_in_place_as_concatenation_would_select():
+    buffered, plain = _layer(capacity=8, rows=4), DynamicLayer()
+    generator = torch.Generator().manual_seed(5)
+    keys, values = torch.randn(2, 4, 2, 5, 4, generator=generator)
+    buffered.update(keys, values)
+    plain.update(keys, values)
+    block = buffered.key_buffer.data_ptr()
+    for rows in ([0, 2, 3], [1, 2]):  # finished rows dropped, twice
+        buffered.batch_select_indices(torch.tensor(rows))
+        plain.batch_select_indices(torch.tensor(rows))
+        assert buffered.key_buffer.data_ptr() == block  # moved within its buffer
+        assert torch.equal(buffered.keys, plain.keys)
+        assert torch.equal(buffered.values, plain.values)
+    new_keys, new_values = torch.randn(2, 2, 2, 1, 4, generator=generator)
+    buffered.update(new_keys, new_values)
+    plain.update(new_keys, new_values)
+    assert torch.equal(buffered.keys, plain.keys) and torch.equal(buffered.values, plain.values)
+
+
 def test_packs_write_into_their_rows_of_the_batch_buffers_after_right_aligned_pasts():
-    buffers = BatchBuffers(rows=3, capacity=7, num_layers=1)
+    buffers = BatchBuffers(rows=3, width=6, room=1, num_layers=1, workspace=_garbage())
     short, long = torch.ones(1, 2, 1, 4), torch.full((1, 2, 2, 4), 2.0)
-    # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2
+    # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2, suffixes to 6
     first = buffers.pack_cache(slice(0, 2), 1, [([short], [short]), ([long], [long])], 2)
     new = torch.full((2, 2, 3, 4), 5.0)
     first.layers[0].update(new, new)
     assert first.layers[0].keys.shape == (2, 2, 5, 4)
-    # a pack without pasts (row 2) starts at column 3; buffers exist, so it writes in place
-    buffers.pack_cache(slice(2, 3), 3, [None], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
-    (layer,) = buffers.cache(width=5).layers
-    expected_row0 = [0, 0, 1, 5, 5, 5]  # column values of row 0 (zeros where nothing was put)
-    assert layer.keys.shape == (3, 2, 5, 4) and buffers.keys[0].shape == (3, 2, 7, 4)
-    assert buffers.keys[0][0, 0, :6, 0].tolist() == expected_row0
-    assert buffers.keys[0][1, 0, :6, 0].tolist() == [0, 2, 2, 5, 5, 5]
-    assert buffers.values[0][2, 0, :6, 0].tolist() == [0, 0, 0, 5, 5, 0]
+    # a pack without pasts (row 2) starts at column 4
+    buffers.pack_cache(slice(2, 3), 4, [None], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
+    (layer,) = buffers.cache().layers
+    assert layer.keys.shape == (3, 2, 6, 4) and buffers.keys[0].shape == (3, 2, 7, 4)
+    # column values of each row: zeros wherever nothing was written, whatever was there before
+    assert buffers.keys[0][0, 0, :, 0].tolist() == [0, 0, 1, 5, 5, 5, 0]
+    assert buffers.keys[0][1, 0, :, 0].tolist() == [0, 2, 2, 5, 5, 5, 0]
+    assert buffers.values[0][2, 0, :, 0].tolist() == [0, 0, 0, 0, 5, 5, 0]
+    assert buffers.keys[0].isfinite().all() and buffers.values[0].isfinite().all()
+
+
+def _garbage() -> Workspace:
+    """A workspace whose memory holds NaN, as reused or fresh memory may."""
+    workspace = Workspace()
+    workspace.block = torch.full((1000,), float("nan"))
+    return workspace
 
 
 def test_a_lazily_allocated_layer_takes_the_shape_and_dtype_of_its_first_keys():
-    buffers = BatchBuffers(rows=2, capacity=4, num_layers=2)
+    buffers = BatchBuffers(rows=2, width=0, room=4, num_layers=2)
     cache = buffers.pack_cache(slice(0, 2), 0, [None, None], 0)
     keys = torch.ones(2, 3, 2, 5, dtype=torch.bfloat16)
     cache.layers[1].update(keys, keys)
@@ -89,15 +116,18 @@ def test_a_lazily_allocated_layer_takes_the_shape_and_dtype_of_its_first_keys():
     assert cache.layers[0].get_seq_length() == 0
 
 
-def test_a_workspace_hands_its_memory_to_the_next_call_zeroed():
+def test_a_workspace_hands_its_memory_to_the_next_call():
     workspace = Workspace()
     like = torch.ones(1, 2, 1, 4)
-    first = BatchBuffers(rows=2, capacity=3, num_layers=2, workspace=workspace)
+    first = BatchBuffers(rows=2, width=2, room=1, num_layers=2, workspace=workspace)
     first.layer(0, like)[0].fill_(7.0)
-    second = BatchBuffers(rows=1, capacity=3, num_layers=2, workspace=workspace)
+    second = BatchBuffers(rows=1, width=2, room=1, num_layers=2, workspace=workspace)
     keys, values = second.layer(1, like)
     assert keys.data_ptr() != values.data_ptr()
     assert keys.untyped_storage().data_ptr() == first.keys[0].untyped_storage().data_ptr()
-    assert not any(t.any() for t in second.keys + second.values)
-    third = BatchBuffers(rows=1, capacity=3, num_layers=2, workspace=workspace)
+    # a pack clears what it will not write: here everything but its one-column suffix
+    for layer in second.pack_cache(slice(0, 1), 1, [None], 0).layers:
+        layer.update(like, like)
+    assert [t[0, 0, :, 0].tolist() for t in second.keys] == [[0, 1, 0], [0, 1, 0]]
+    third = BatchBuffers(rows=1, width=2, room=1, num_layers=2, workspace=workspace)
     assert third.layer(0, like.bfloat16())[0].dtype == torch.bfloat16  # a new block

@@ -88,9 +88,21 @@ class BufferedLayer(DynamicLayer):
         return _room_for(capacity, self.get_seq_length() + query_length), 0
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            assert self.key_buffer is not None and self.value_buffer is not None
+        """Keep the rows ``indices``. Rows kept in their order (finished rows dropped while
+        decoding) move up in place, written positions only; any other selection copies."""
+        if not self.is_initialized:
+            return
+        assert self.key_buffer is not None and self.value_buffer is not None
+        rows = indices.tolist()
+        if rows != sorted(set(rows)):
             self.attach(self.key_buffer[indices], self.value_buffer[indices], self.length)
+            return
+        # ascending, so a row is always moved before another row moves over it
+        for new, old in enumerate(rows):
+            if new != old:
+                self.key_buffer[new, :, : self.length] = self.key_buffer[old, :, : self.length]
+                self.value_buffer[new, :, : self.length] = self.value_buffer[old, :, : self.length]
+        self.attach(self.key_buffer[: len(rows)], self.value_buffer[: len(rows)], self.length)
 
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
@@ -136,12 +148,13 @@ class Workspace:
     def __init__(self) -> None:
         self.block: torch.Tensor | None = None
 
-    def zeros(self, numel: int, like: torch.Tensor) -> torch.Tensor:
-        """A zeroed 1-D tensor of ``numel`` elements with ``like``'s dtype and device."""
+    def take(self, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised 1-D tensor of ``numel`` elements with ``like``'s dtype and device
+        (it may hold anything, NaN included)."""
         block = self.block
         if block is None or block.numel() < numel or not _same_kind(block, like):
             self.block = block = like.new_empty((numel,))
-        return block[:numel].zero_()
+        return block[:numel]
 
     def clear(self) -> None:
         self.block = None
@@ -152,30 +165,36 @@ def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 class BatchBuffers:
-    """Zero-initialised key/value buffers ``[rows, kv_heads, capacity, head_dim]`` per layer for
-    all rows of a call, allocated (for all layers at once, from ``workspace`` if given) when
-    their shape and dtype are first known (zeros: masked positions must not hold NaN, which a
-    zero attention weight would not cancel)."""
+    """Key/value buffers ``[rows, kv_heads, width + room, head_dim]`` per layer for all rows of
+    a call: packs write columns before ``width`` (every pack ends there), decoding writes from
+    ``width`` on. All layers' buffers are one block (from ``workspace`` if given) allocated
+    when their shape and dtype are first known, uninitialised: each pack zeroes the columns
+    of its rows that it does not write (left of each row's keys, and the decoding room), since
+    attention reads whole buffers and masked positions must not hold NaN, which a zero
+    attention weight would not cancel. Zeroing only those (not the whole block) matters:
+    memory bandwidth made a whole-block fill about 0.15 s per call."""
 
     def __init__(
-        self, rows: int, capacity: int, num_layers: int, workspace: Workspace | None = None
+        self, rows: int, width: int, room: int, num_layers: int, workspace: Workspace | None = None
     ) -> None:
-        self.rows, self.capacity = rows, capacity
+        self.rows, self.width, self.capacity = rows, width, width + room
         self.workspace = workspace or Workspace()
+        self.block: torch.Tensor | None = None
+        """``[layers, 2 (keys, values), rows, kv_heads, capacity, head_dim]``"""
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
 
     def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer ``index``'s buffers, shaped with ``like``'s heads, head size and dtype."""
-        keys, values = self.keys[index], self.values[index]
-        if keys is None or values is None:
-            shape = (self.rows, like.shape[1], self.capacity, like.shape[3])
-            size = shape[0] * shape[1] * shape[2] * shape[3]
-            block = self.workspace.zeros(2 * len(self.keys) * size, like)
-            per_layer = block.view(len(self.keys), 2, *shape)
+        if self.block is None:
+            shape = (len(self.keys), 2, self.rows, like.shape[1], self.capacity, like.shape[3])
+            numel = 1
+            for size in shape:
+                numel *= size
+            self.block = self.workspace.take(numel, like).view(shape)
             for layer in range(len(self.keys)):
-                self.keys[layer], self.values[layer] = per_layer[layer, 0], per_layer[layer, 1]
-            keys, values = self.keys[index], self.values[index]
+                self.keys[layer], self.values[layer] = self.block[layer, 0], self.block[layer, 1]
+        keys, values = self.keys[index], self.values[index]
         assert keys is not None and values is not None
         return keys, values
 
@@ -183,10 +202,22 @@ class BatchBuffers:
         self, rows: slice, start: int, pasts: list[Past | None], past_width: int
     ) -> DynamicCache:
         """A cache writing rows ``rows`` from column ``start`` on, each row's ``pasts`` already
-        right-aligned to ``start + past_width`` (``None``: no reused keys/values)."""
+        right-aligned to ``start + past_width`` (``None``: no reused keys/values); the pack's
+        suffixes are to fill the columns from there to ``width``."""
+        unwritten = [  # per row: the columns before its first key
+            start + past_width - (past[0][0].shape[2] if past is not None else 0) for past in pasts
+        ]
+        cleared = False
 
         def views(index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal cleared
             keys, values = self.layer(index, like)
+            if not cleared:  # before the pack's first write
+                assert self.block is not None
+                for row, end in zip(range(rows.start, rows.stop), unwritten, strict=True):
+                    self.block[:, :, row, :, :end].zero_()
+                self.block[:, :, rows, :, self.width :].zero_()
+                cleared = True
             return keys[rows, :, start:], values[rows, :, start:]
 
         cache = DynamicCache()
@@ -204,13 +235,13 @@ class BatchBuffers:
             cache.layers.append(layer)
         return cache
 
-    def cache(self, width: int) -> DynamicCache:
-        """A cache over all rows, holding the first ``width`` columns (after the packs)."""
+    def cache(self) -> DynamicCache:
+        """A cache over all rows holding their first ``width`` columns (after the packs)."""
         cache = DynamicCache()
         cache.layers = []
         for keys, values in zip(self.keys, self.values, strict=True):
             layer = BufferedLayer(self.capacity)
             assert keys is not None and values is not None, "no pack has been encoded"
-            layer.attach(keys, values, width)
+            layer.attach(keys, values, self.width)
             cache.layers.append(layer)
         return cache

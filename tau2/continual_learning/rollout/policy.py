@@ -21,6 +21,7 @@ from tau2.continual_learning.rollout.batched_prefill import (
     shared_prefixes,
 )
 from tau2.continual_learning.rollout.prefix_cache import CachedSequence, PrefixCache
+from tau2.continual_learning.rollout.sampler import draw
 
 if TYPE_CHECKING:
     import torch
@@ -316,7 +317,7 @@ class HFPolicy:
         groups = packs(suffixes, self.prefill_pack_tokens)
         layouts = [PrefillLayout([sequences[i] for i in g], [reuse[i] for i in g]) for g in groups]
         width = max(layout.width for layout in layouts)
-        buffers = BatchBuffers(len(sequences), width + room, self._num_layers, self._workspace)
+        buffers = BatchBuffers(len(sequences), width, room, self._num_layers, self._workspace)
         columns: list[list[int]] = [[] for _ in sequences]
         logits, first = [], 0
         device = self.model.device
@@ -343,7 +344,7 @@ class HFPolicy:
         self.cache.stats.reused_tokens += sum(reuse)
         self.cache.stats.prefill_tokens += sum(suffixes)
         order = [i for group in groups for i in group]
-        return buffers.cache(width), order, columns, torch.cat(logits)
+        return buffers.cache(), order, columns, torch.cat(logits)
 
     def _store(self, cache: Any, row: int, tokens: list[int], columns: list[int]) -> None:
         """Keep batch row ``row`` (the keys/values in its ``columns``) in the prefix cache."""
@@ -392,10 +393,7 @@ class HFPolicy:
             for warper in warpers:
                 scores = warper(None, scores)
             step_logprobs = scores.log_softmax(dim=-1)
-            if sampling.temperature > 0:
-                sampled = torch.multinomial(step_logprobs.exp(), 1).squeeze(1)
-            else:
-                sampled = scores.argmax(dim=-1)
+            sampled = draw(step_logprobs) if sampling.temperature > 0 else scores.argmax(dim=-1)
             chosen = step_logprobs.gather(1, sampled[:, None]).squeeze(1).tolist()
             keep = []
             for row, (index, token) in enumerate(zip(active, sampled.tolist(), strict=True)):
