@@ -194,6 +194,34 @@ def test_scoring_pool_gives_the_inline_results(tokenizer):
     assert [r for r, _ in rewards[0]] == [1.0] * 4
 
 
+def test_scoring_workers_exist_before_the_first_policy_call(tokenizer):
+    """Workers forked mid-run share the run's buffers copy-on-write, which taxes every later
+    write to them; the runner forks them before the policy's first call."""
+    import multiprocessing
+
+    from tau2.continual_learning.rollout.replay import gold_script
+
+    tasks = _skills("retail", 1)
+    scripted = ScriptedPolicy(tokenizer, gold_script(tasks), prefix=CALL_PREFIX)
+    seen: list[set[int]] = []
+
+    def children() -> set[int]:
+        return {p.pid for p in multiprocessing.active_children()}
+
+    class Watching:
+        tokenizer = scripted.tokenizer
+
+        def generate(self, prompts, sampling, seed=None):
+            seen.append(children())
+            return scripted.generate(prompts, sampling, seed)
+
+    with EpisodeRunner(Watching(), scoring_workers=1) as runner:
+        before = children()  # no worker until a run starts
+        (episode,) = runner.run(tasks)
+    assert episode.reward == 1.0
+    assert seen and seen[0] - before  # a new worker process, there at the first call
+
+
 def test_user_mode_with_scripted_user_replays_the_conversation(tokenizer):
     task = get_task("airline/0")  # trivial: an empty conversation already scores 1.0
     runner = _script_runner(

@@ -135,6 +135,7 @@ class EpisodeRunner:
                     f"Task {task.key} needs a user simulator (it has no ticket); pass user=... "
                     "(LiteLLMUser or HFUser), or use ticket/skill tasks for solo mode."
                 )
+        self.scorer.start()  # before this run's buffers exist (see Scorer.start)
         try:
             return self._run(tasks, num_generations)
         finally:

@@ -126,6 +126,20 @@ class Scorer:
         future.set_result(score_trajectory(*args))
         return future
 
+    def start(self) -> None:
+        """Fork the workers now (idempotent; no-op inline). A forked worker shares the
+        caller's memory copy-on-write, so every page the caller writes afterwards is first
+        copied (measured: writing 134 MB right after a fork took 0.33 s, 0.005 s before), and
+        a pool forked mid-run taxed every key/value buffer written after it. Started before a
+        run's buffers exist, the pool shares none of them."""
+        if self.workers > 0:
+            try:
+                self._get_pool().submit(int).result()
+            except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
+                logger.warning("Scoring pool unusable (%s); scoring inline from now on", exc)
+                self.close()
+                self.workers = 0
+
     def _get_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
