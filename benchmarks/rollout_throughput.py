@@ -28,7 +28,7 @@ import torch
 
 from tau2.continual_learning import load_model_and_tokenizer, load_tokenizer
 from tau2.continual_learning.config import GRPOConfig, bf16_supported
-from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
+from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
@@ -100,8 +100,10 @@ def main() -> None:
     autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
     runs = {"batched": [], "plain": [], "sequential": []}
     with autocast:
-        for policy in (cached, stateless):  # warm-up
-            policy.generate([[tokenizer.eos_token_id] * 8], SamplingParams(max_new_tokens=4))
+        # warm-up: one episode per skill domain on each path, so that one-time costs of the
+        # process (database parses, schema caches, first allocations) fall on neither run
+        for policy in (cached, stateless):
+            timed_run(policy, settings, [skill_mix(3)], 1, 0)
         for _ in range(args.repeats):
             runs["batched"].append(timed_run(cached, settings, [tasks], group, 1))
             runs["plain"].append(timed_run(stateless, settings, [tasks], group, 1))
