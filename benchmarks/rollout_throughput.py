@@ -6,8 +6,10 @@ HFPolicy as the trainer uses it: all episodes advance together, one call per tur
 of earlier turns reused (prefix cache). A third run, batched without the prefix cache, shows
 what each part contributes. All runs use the same model, tasks, seed, limits and precision, in
 one process; episode limits and temperature default to the trainer's (GRPOConfig). With
-``--repeats N`` the three runs alternate N times and the medians are reported (a shared 2-core
-machine varies by 10-30% from run to run). Prints one JSON line (see docs/rollout.md).
+``--repeats N`` the three runs alternate N times, repeat ``r`` with seed ``--seed + r``, and
+the medians are reported: a shared 2-core machine varies by 10-30% from run to run, and what
+the model happens to sample (how many episodes go on to a third turn) moves a run's time as
+much, so one seed is one draw. Prints one JSON line (see docs/rollout.md).
 
     python benchmarks/rollout_throughput.py                 # embedded SmolLM2-135M-Instruct
     python benchmarks/rollout_throughput.py --model tiny    # tiny random model (smoke run)
@@ -69,7 +71,7 @@ def main() -> None:
     )
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the runs N times")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
     parser.add_argument(
         "--bf16",
         choices=("auto", "on", "off"),
@@ -104,16 +106,22 @@ def main() -> None:
         # process (database parses, schema caches, first allocations) fall on neither run
         for policy in (cached, stateless):
             timed_run(policy, settings, [skill_mix(3)], 1, 0)
-        for _ in range(args.repeats):
-            runs["batched"].append(timed_run(cached, settings, [tasks], group, 1))
-            runs["plain"].append(timed_run(stateless, settings, [tasks], group, 1))
+        for repeat in range(args.repeats):
+            seeded = {**settings, "seed": args.seed + repeat}
+            runs["batched"].append(timed_run(cached, seeded, [tasks], group, 1))
+            runs["plain"].append(timed_run(stateless, seeded, [tasks], group, 1))
             one_by_one = [[t] for t in tasks for _ in range(group)]
-            runs["sequential"].append(timed_run(stateless, settings, one_by_one, 1, 0))
+            runs["sequential"].append(timed_run(stateless, seeded, one_by_one, 1, 0))
     median = {name: statistics.median(r[0] for r in results) for name, results in runs.items()}
     batched_s, plain_s, sequential_s = median["batched"], median["plain"], median["sequential"]
-    batched_tokens = statistics.median(r[1] for r in runs["batched"])
-    sequential_tokens = statistics.median(r[1] for r in runs["sequential"])
-    batched, sequential = runs["batched"][0][2], runs["sequential"][0][2]
+
+    def token_rate(name: str) -> float:
+        return statistics.median(tokens / seconds for seconds, tokens, _ in runs[name])
+
+    def mean_reward(name: str) -> float:
+        episodes = [e for _, _, run in runs[name] for e in run]
+        return sum(e.reward for e in episodes) / len(episodes)
+
     n = args.episodes
     stats = cached.cache.stats if cached.cache is not None else None
     print(
@@ -121,9 +129,12 @@ def main() -> None:
             {
                 "batched_episodes_per_s": round(n / batched_s, 4),
                 "sequential_episodes_per_s": round(n / sequential_s, 4),
-                "batched_tokens_per_s": round(batched_tokens / batched_s, 2),
-                "sequential_tokens_per_s": round(sequential_tokens / sequential_s, 2),
+                "batched_tokens_per_s": round(token_rate("batched"), 2),
+                "sequential_tokens_per_s": round(token_rate("sequential"), 2),
                 "speedup": round(sequential_s / batched_s, 2),
+                # the runs sample differently (the cached path draws its own tokens), so their
+                # episodes differ in length: the tokens/s ratio is the like-for-like one
+                "tokens_per_s_speedup": round(token_rate("batched") / token_rate("sequential"), 2),
                 "speedup_without_prefix_cache": round(sequential_s / plain_s, 2),
                 "episodes": n,
                 "group_size": group,
@@ -136,8 +147,8 @@ def main() -> None:
                     for s, b in zip(runs["sequential"], runs["batched"], strict=True)
                 ],
                 "prefix_cache_reuse": round(stats.reuse_fraction, 3) if stats else None,
-                "batched_mean_reward": sum(e.reward for e in batched) / n,
-                "sequential_mean_reward": sum(e.reward for e in sequential) / n,
+                "batched_mean_reward": round(mean_reward("batched"), 4),
+                "sequential_mean_reward": round(mean_reward("sequential"), 4),
                 "model": args.model or "SmolLM2-135M-Instruct",
                 "bf16": bf16,
                 **settings,
