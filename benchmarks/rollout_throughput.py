@@ -3,7 +3,8 @@
 "One at a time" is how tau2's orchestrator works: one episode, one stateless model call per
 turn over the whole conversation, scored inline after it ends. "Batched" is EpisodeRunner with
 HFPolicy as the trainer uses it: all episodes advance together, one call per turn, keys/values
-of earlier turns reused (prefix cache). A third run, batched without the prefix cache, shows
+of earlier turns reused (prefix cache), scored inline (``--scoring_workers N``: in a pool of N
+processes, overlapping generation). A third run, batched without the prefix cache, shows
 what each part contributes. All runs use the same model, tasks, seed, limits and precision, in
 one process; episode limits and temperature default to the trainer's (GRPOConfig). With
 ``--repeats N`` the three runs alternate N times, repeat ``r`` with seed ``--seed + r``, and
@@ -71,6 +72,13 @@ def main() -> None:
     )
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the runs N times")
+    parser.add_argument(
+        "--scoring_workers",
+        type=int,
+        default=0,
+        help="scoring processes of the batched runs (0: inline after each episode, as the "
+        "trainer scores; a worker competes with generation for a 2-core CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
     parser.add_argument(
         "--bf16",
@@ -108,8 +116,9 @@ def main() -> None:
             timed_run(policy, settings, [skill_mix(3)], 1, 0)
         for repeat in range(args.repeats):
             seeded = {**settings, "seed": args.seed + repeat}
-            runs["batched"].append(timed_run(cached, seeded, [tasks], group, 1))
-            runs["plain"].append(timed_run(stateless, seeded, [tasks], group, 1))
+            workers = args.scoring_workers
+            runs["batched"].append(timed_run(cached, seeded, [tasks], group, workers))
+            runs["plain"].append(timed_run(stateless, seeded, [tasks], group, workers))
             one_by_one = [[t] for t in tasks for _ in range(group)]
             runs["sequential"].append(timed_run(stateless, seeded, one_by_one, 1, 0))
     median = {name: statistics.median(r[0] for r in results) for name, results in runs.items()}
@@ -142,6 +151,7 @@ def main() -> None:
                 "batched_without_prefix_cache_s": round(plain_s, 1),
                 "sequential_s": round(sequential_s, 1),
                 "repeats": args.repeats,
+                "scoring_workers": args.scoring_workers,
                 "speedups": [
                     round(s[0] / b[0], 2)
                     for s, b in zip(runs["sequential"], runs["batched"], strict=True)
