@@ -14,6 +14,7 @@ whole, so no row's keys/values are copied between prefill and decoding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -181,25 +182,27 @@ class BatchBuffers:
         self, rows: int, width: int, room: int, num_layers: int, workspace: Workspace | None = None
     ) -> None:
         self.rows, self.width, self.capacity = rows, width, width + room
+        self.num_layers = num_layers
         self.workspace = workspace or Workspace()
         self.block: torch.Tensor | None = None
         """``[layers, 2 (keys, values), rows, kv_heads, capacity, head_dim]``"""
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        """Each layer's key buffer (empty before the first pack)."""
+        return [] if self.block is None else list(self.block[:, 0])
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        """Each layer's value buffer (empty before the first pack)."""
+        return [] if self.block is None else list(self.block[:, 1])
 
     def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer ``index``'s buffers, shaped with ``like``'s heads, head size and dtype."""
         if self.block is None:
-            shape = (len(self.keys), 2, self.rows, like.shape[1], self.capacity, like.shape[3])
-            numel = 1
-            for size in shape:
-                numel *= size
-            self.block = self.workspace.take(numel, like).view(shape)
-            for layer in range(len(self.keys)):
-                self.keys[layer], self.values[layer] = self.block[layer, 0], self.block[layer, 1]
-        keys, values = self.keys[index], self.values[index]
-        assert keys is not None and values is not None
-        return keys, values
+            shape = (self.num_layers, 2, self.rows, like.shape[1], self.capacity, like.shape[3])
+            self.block = self.workspace.take(math.prod(shape), like).view(shape)
+        return self.block[index, 0], self.block[index, 1]
 
     def pack_cache(
         self, rows: slice, start: int, pasts: list[Past | None], past_width: int
@@ -223,11 +226,11 @@ class BatchBuffers:
                 cleared = True
             return keys[rows, :, start:], values[rows, :, start:]
 
+        given = [(row, p) for row, p in enumerate(pasts) if p is not None]
         cache = DynamicCache()
         cache.layers = []
-        for index in range(len(self.keys)):
+        for index in range(self.num_layers):
             layer = BufferedLayer(self.capacity - start, lambda k, i=index: views(i, k))
-            given = [(row, p) for row, p in enumerate(pasts) if p is not None]
             if past_width and given:
                 keys, values = views(index, given[0][1][0][index])
                 for row, (past_keys, past_values) in given:
@@ -240,11 +243,11 @@ class BatchBuffers:
 
     def cache(self) -> DynamicCache:
         """A cache over all rows holding their first ``width`` columns (after the packs)."""
+        assert self.block is not None, "no pack has been encoded"
         cache = DynamicCache()
         cache.layers = []
         for keys, values in zip(self.keys, self.values, strict=True):
             layer = BufferedLayer(self.capacity)
-            assert keys is not None and values is not None, "no pack has been encoded"
             layer.attach(keys, values, self.width)
             cache.layers.append(layer)
         return cache
