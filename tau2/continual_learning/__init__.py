@@ -17,15 +17,15 @@ configure_tau2_environment()
 __version__ = "0.1.0"
 
 _LAZY = {
-    "GRPOConfig": "tau2.continual_learning.config",
-    "GRPOTrainer": "tau2.continual_learning.trainer",
+    "GRPOConfig": "tau2.continual_learning.grpo.config",
+    "GRPOTrainer": "tau2.continual_learning.grpo.trainer",
     "CLAlgorithm": "tau2.continual_learning.continual_learning",
     "ReplayCL": "tau2.continual_learning.continual_learning",
     "AdaptiveReplayCL": "tau2.continual_learning.continual_learning",
     "SequentialCL": "tau2.continual_learning.continual_learning",
     "register_cl_algorithm": "tau2.continual_learning.continual_learning",
-    "TrajectoryBuffer": "tau2.continual_learning.buffer",
-    "TrajectoryRecord": "tau2.continual_learning.buffer",
+    "TrajectoryBuffer": "tau2.continual_learning.grpo.trajectory_buffer",
+    "TrajectoryRecord": "tau2.continual_learning.grpo.trajectory_buffer",
     "compute_cl_metrics": "tau2.continual_learning.metrics",
     "EpisodeRunner": "tau2.continual_learning.rollout",
     "Episode": "tau2.continual_learning.rollout",
@@ -38,7 +38,7 @@ _LAZY = {
     "LiteLLMUser": "tau2.continual_learning.rollout",
     "ContinualTrainer": "tau2.continual_learning.supervised",
     "ContinualTrainerConfig": "tau2.continual_learning.supervised",
-    "make_insertion_policy": "tau2.continual_learning.buffers",
+    "make_insertion_policy": "tau2.continual_learning.insertion_policies",
     "DEFAULT_MODEL_NAME": "tau2.continual_learning.default_model",
     "default_model_path": "tau2.continual_learning.default_model",
     "load_model_and_tokenizer": "tau2.continual_learning.model_loading",

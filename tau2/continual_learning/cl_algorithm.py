@@ -1,6 +1,6 @@
 """The continual-learning plugin interface shared by the GRPO and supervised trainers.
 
-A :class:`CLAlgorithm` sees the training stream through hooks (DESIGN.md section 4):
+A :class:`CLAlgorithm` sees the training stream through hooks:
 
 * ``pre_task_hook(trainer, domain)`` before a domain (task) starts;
 * ``augment_batch(new_items, current_domain)`` turns the new items of a step into the items
@@ -13,9 +13,11 @@ A :class:`CLAlgorithm` sees the training stream through hooks (DESIGN.md section
 * ``get_statistics()`` a JSON-serialisable summary; ``state_dict()``/``load_state_dict()``
   everything needed to resume.
 
-Algorithms register under a name with :func:`register_cl_algorithm` so that configs can say
-``cl_algorithm="replay"``. The trainer attaches an instance with :meth:`CLAlgorithm.attach`,
-which sets ``self._trainer``.
+Each trainer wing has its own :class:`AlgorithmRegistry` (``GRPO_ALGORITHMS``,
+``SUPERVISED_ALGORITHMS``), so that configs can say ``cl_algorithm="replay"`` and a name of the
+other wing fails at construction. The trainer attaches an instance with
+:meth:`CLAlgorithm.attach`, which sets ``self._trainer``; what a GRPO algorithm may read from it
+is documented on :class:`tau2.continual_learning.grpo.trainer.GRPOTrainer`.
 """
 
 from __future__ import annotations
@@ -24,20 +26,28 @@ import copy
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T", bound=type["CLAlgorithm"])
-
-_REGISTRY: dict[str, type[CLAlgorithm]] = {}
 
 
 class CLAlgorithm:
     """Base class: every hook is a no-op, so subclasses override only what they need."""
 
     name: str = "base"
+    config_fields: ClassVar[dict[str, str]] = {}
+    """Constructor parameters whose config field has another name (parameter -> field)."""
 
     def __init__(self) -> None:
         self._trainer: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> CLAlgorithm:
+        """An instance built from a trainer config's flat fields: every constructor parameter
+        that the config has (under its own name or the one in ``config_fields``)."""
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        fields = {p: cls.config_fields.get(p, p) for p in params}
+        return cls(**{p: getattr(config, f) for p, f in fields.items() if hasattr(config, f)})
 
     # -- lifecycle ---------------------------------------------------------------------------
     def attach(self, trainer: Any) -> None:
@@ -86,34 +96,59 @@ class CLAlgorithm:
         return f"{type(self).__name__}()"
 
 
-def register_cl_algorithm(name: str) -> Callable[[T], T]:
-    """Class decorator registering a :class:`CLAlgorithm` under ``name``."""
+class AlgorithmRegistry:
+    """Names of one trainer wing's algorithms (``GRPO_ALGORITHMS``, ``SUPERVISED_ALGORITHMS``).
 
-    def decorator(cls: T) -> T:
-        if not (inspect.isclass(cls) and issubclass(cls, CLAlgorithm)):
-            raise TypeError(f"{cls!r} is not a CLAlgorithm subclass")
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(
-                f"CL algorithm name {name!r} is already registered by {existing.__name__}"
-            )
-        _REGISTRY[name] = cls
-        cls.name = name
-        return cls
+    Each wing has its own registry, so a config of one wing never accepts an algorithm of the
+    other: ``GRPOConfig(cl_algorithm="er")`` fails at construction, naming the GRPO names.
+    """
 
-    return decorator
+    def __init__(self, wing: str, trainer: str) -> None:
+        self.wing = wing
+        self.trainer = trainer
+        self._classes: dict[str, type[CLAlgorithm]] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator registering a :class:`CLAlgorithm` under ``name``."""
+
+        def decorator(cls: T) -> T:
+            if not (inspect.isclass(cls) and issubclass(cls, CLAlgorithm)):
+                raise TypeError(f"{cls!r} is not a CLAlgorithm subclass")
+            existing = self._classes.get(name)
+            if existing is not None and existing is not cls:
+                raise ValueError(
+                    f"{self.wing} algorithm name {name!r} is already registered by "
+                    f"{existing.__name__}"
+                )
+            self._classes[name] = cls
+            cls.name = name
+            return cls
+
+        return decorator
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def get(self, name: str) -> type[CLAlgorithm]:
+        """The class registered as ``name``; unknown names list the valid ones (and say so
+        when the name belongs to the other wing)."""
+        if name in self._classes:
+            return self._classes[name]
+        message = (
+            f"Unknown {self.wing} cl_algorithm {name!r}; registered: {', '.join(self.names())}"
+        )
+        for other in (GRPO_ALGORITHMS, SUPERVISED_ALGORITHMS):
+            if other is not self and name in other:
+                message += f" ({name!r} is a {other.wing} algorithm, for {other.trainer})"
+        raise ValueError(message)
 
 
-def available_cl_algorithms() -> list[str]:
-    """Registered algorithm names, sorted."""
-    return sorted(_REGISTRY)
+GRPO_ALGORITHMS = AlgorithmRegistry("GRPO", "GRPOTrainer")
+"""Algorithms that compose GRPO batches of tau2 tasks (``tau2.continual_learning.grpo``)."""
 
-
-def get_cl_algorithm_class(name: str) -> type[CLAlgorithm]:
-    """The class registered as ``name``; unknown names list the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown cl_algorithm {name!r}; registered: {', '.join(available_cl_algorithms())}"
-        ) from None
+SUPERVISED_ALGORITHMS = AlgorithmRegistry("supervised", "ContinualTrainer")
+"""Tensor-level algorithms of the supervised wing (``tau2.continual_learning.supervised``)."""

@@ -1,4 +1,4 @@
-"""Continual-learning metrics from a score matrix (DESIGN.md section 4).
+"""Continual-learning metrics from a score matrix (definitions in ``docs/design.md``).
 
 ``R[i][j]`` is the score on task ``j`` after training through task ``i`` (0-based here; the
 formulas below use the 1-based notation of the design, where ``T`` is the last trained task):

@@ -112,3 +112,24 @@ def load_model_and_tokenizer(
         "Loaded model %s (%s, %s)", name_or_path or default_model.DEFAULT_MODEL_NAME, dtype, device
     )
     return model.to(device), tokenizer
+
+
+def wrap_lora(
+    model: PreTrainedModel,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | None = None,
+) -> Any:
+    """``model`` with a fresh LoRA adapter (PEFT) on ``target_modules`` (default: every linear
+    layer)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)

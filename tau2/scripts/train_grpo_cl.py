@@ -2,7 +2,7 @@
 
 ``python -m tau2.scripts.train_grpo_cl [--flag value ...] [--config run.yaml]``
 
-Every :class:`~tau2.continual_learning.config.GRPOConfig` field is a flag (TRL's included);
+Every :class:`~tau2.continual_learning.grpo.config.GRPOConfig` field is a flag (TRL's included);
 ``--config`` reads a YAML file of the same fields (flags given on the command line win). With no
 flags it runs the default CPU job: the embedded SmolLM2-135M-Instruct model on skill tasks,
 airline -> retail -> telecom, with experience replay. ``--resume_from_checkpoint DIR`` continues
@@ -25,7 +25,7 @@ def parse_config(argv: list[str] | None = None):
     """Build a GRPOConfig from flags and an optional YAML ``--config`` file."""
     from trl import TrlParser
 
-    from tau2.continual_learning.config import GRPOConfig
+    from tau2.continual_learning.grpo.config import GRPOConfig
 
     parser = TrlParser((GRPOConfig,), prog="python -m tau2.scripts.train_grpo_cl")
     (config,) = parser.parse_args_and_config(args=argv)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = parse_config(argv)
 
-    from tau2.continual_learning.trainer import GRPOTrainer
+    from tau2.continual_learning.grpo.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(config)
     if config.resume_from_checkpoint:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tau2.continual_learning.buffer import TrajectoryBuffer, TrajectoryRecord
+from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer, TrajectoryRecord
 
 
 @dataclass(frozen=True)

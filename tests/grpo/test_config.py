@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from tau2.continual_learning import GRPOConfig
-from tau2.continual_learning.config import ConfigError
+from tau2.continual_learning.grpo.config import ConfigError
 
 
 def test_defaults_describe_the_default_cpu_job(tmp_path):
@@ -53,6 +53,13 @@ def test_seed_example_configs_construct():
             "adaptive",
         ),
         ({"user_mode": "llm"}, "user_llm", "litellm"),
+        (
+            {"task_source": "tau2", "domains": ["airline", "telecom"], "user_mode": "solo"},
+            "user_mode",
+            "need a user simulator",
+        ),
+        ({"cl_algorithm": "clear", "bc_batch_size": 0}, "bc_batch_size", ">= 1"),
+        ({"probe_tasks_per_domain": 0}, "probe_tasks_per_domain", ">= 1"),
         ({"buffer_insertion_policy": "lifo"}, "buffer_insertion_policy", "reservoir"),
         ({"max_steps_per_domain": 0}, "max_steps_per_domain", ">= 1"),
         ({"micro_batch_size": 3}, "micro_batch_size", "one of [1, 2, 4, 8]"),
@@ -91,3 +98,16 @@ def test_micro_batching_config_round_trips(tmp_path):
     whole = parse_config(["--output_dir", str(tmp_path), "--config", str(yaml)])
     assert whole.micro_batch_size is None and whole.per_device_train_batch_size == 8
     assert whole.steps_per_generation == 2 and whole.gradient_accumulation_steps == 2
+
+
+def test_solo_mode_is_fine_where_every_task_has_a_ticket():
+    assert GRPOConfig(task_source="tau2", domains=["telecom"], user_mode="solo").user_mode == "solo"
+
+
+def test_algorithms_check_their_parameters_with_the_config_rules():
+    from tau2.continual_learning.continual_learning import AdaptiveReplayCL, ReplayCL
+
+    with pytest.raises(ValueError, match=r"replay_ratio=1.5 is invalid: a share in \[0, 1\)"):
+        ReplayCL(replay_ratio=1.5)
+    with pytest.raises(ValueError, match=r"initial_replay_ratio=0\.9 is invalid: within"):
+        AdaptiveReplayCL(initial_replay_ratio=0.9, max_replay_ratio=0.5)

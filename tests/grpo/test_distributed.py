@@ -38,5 +38,10 @@ def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
     assert summaries[0]["global_step"] == summaries[1]["global_step"] == 2
     assert summaries[0]["accuracy_matrix"] == summaries[1]["accuracy_matrix"]
     assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
+    end = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    assert sorted(p.name for p in end.glob("buffer-rank-*.pkl")) == [
+        "buffer-rank-0.pkl",
+        "buffer-rank-1.pkl",
+    ]  # each rank restores its own buffer on resume
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy_matrix"] == summaries[0]["accuracy_matrix"]

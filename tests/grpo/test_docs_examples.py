@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import tau2.continual_learning as cl
-from tau2.continual_learning.config import GRPOConfig
+from tau2.continual_learning.grpo.config import GRPOConfig
 from tau2.continual_learning.report import statistics_banner
 from tau2.scripts.train_grpo_cl import parse_config
 
@@ -73,7 +73,7 @@ def test_selective_replay_example_filters_by_reward(small_grpo_config):
         if "class SelectiveReplayCL" in code or "import ReplayCL" in code:
             exec(compile(code.replace("trainer.train()", ""), "docs/replay.md", "exec"), namespace)
     trainer = namespace["trainer"]
-    from tau2.continual_learning.buffer import TrajectoryRecord
+    from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryRecord
     from tau2.continual_learning.rollout import load_tasks
 
     for i, task in enumerate(load_tasks("telecom", "train", "skills")[:6]):

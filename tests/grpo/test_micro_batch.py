@@ -7,8 +7,8 @@ import torch
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import CLAlgorithm, ReplayCL
+from tau2.continual_learning.grpo.trainer import REWARD_FIELD
 from tau2.continual_learning.tiny_model import build_tiny_model
-from tau2.continual_learning.trainer import REWARD_FIELD
 
 
 class AlternatingRewardTrainer(GRPOTrainer):

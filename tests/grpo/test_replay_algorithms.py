@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tau2.continual_learning import GRPOConfig
-from tau2.continual_learning.buffer import TrajectoryBuffer, TrajectoryRecord
 from tau2.continual_learning.continual_learning import AdaptiveReplayCL, ReplayCL
+from tau2.continual_learning.grpo.trainer import GRPOTrainer
+from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer, TrajectoryRecord
 from tau2.continual_learning.rollout import load_tasks
-from tau2.continual_learning.trainer import GRPOTrainer
 
 
 @pytest.fixture

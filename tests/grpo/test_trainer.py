@@ -9,7 +9,7 @@ import torch
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import AdaptiveReplayCL, CLAlgorithm, ReplayCL
-from tau2.continual_learning.trainer import NonFiniteLossError
+from tau2.continual_learning.grpo.trainer import NonFiniteLossError
 
 
 @pytest.fixture
@@ -88,3 +88,35 @@ def test_consecutive_nan_losses_stop_the_run(small_config, tokenizer, tiny_model
     trainer.cl_algorithm = NaNLossCL(nan_calls={1, 2, 3, 4})
     with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite losses"):
         trainer.train()
+
+
+@pytest.mark.parametrize("flag", ["gradient_checkpointing", "activation_checkpointing"])
+def test_gradient_checkpointing_flag_is_honoured(small_config, tokenizer, tiny_model, flag):
+    seen = []
+
+    class Watch(CLAlgorithm):
+        def post_step_hook(self, trainer, domain):
+            seen.append(trainer.model.is_activation_checkpointing)
+
+    config = small_config(domains=["telecom"], max_steps_per_domain=1, **{flag: True})
+    assert config.activation_checkpointing is True
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer, cl_algorithm=Watch())
+    trainer.train()
+    assert seen == [True]
+    assert GRPOConfig(output_dir=config.output_dir).activation_checkpointing is False
+
+
+def test_scores_carry_95_percent_intervals(small_config, tokenizer, tiny_model):
+    trainer = GRPOTrainer(
+        small_config(domains=["telecom"], max_steps_per_domain=1),
+        model=tiny_model,
+        tokenizer=tokenizer,
+    )
+    metrics = trainer.train()
+    (row,) = metrics["score_intervals"]
+    (score,) = row
+    assert score["n"] == 2 and score["mean"] == metrics["accuracy_matrix"][0][0]
+    assert (
+        0.0 <= score["low"] <= score["mean"] <= score["high"] <= 1.0
+        and score["high"] > score["low"]
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tau2.continual_learning.rollout.attention import (
+from tau2.continual_learning.rollout.engines.attention import (
     NAME,
     SHORT_QUERY,
     sampling_attention,

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tau2.continual_learning.rollout import HFPolicy, SamplingParams
-from tau2.continual_learning.rollout.batched_prefill import (
+from tau2.continual_learning.rollout.engines.batched_prefill import (
     PrefillLayout,
     packs,
     shared_prefixes,

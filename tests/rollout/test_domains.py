@@ -9,7 +9,7 @@ from tau2.continual_learning.rollout import (
     policy_text,
     tool_schemas,
 )
-from tau2.continual_learning.rollout.domains import TRIVIAL_TASK_IDS
+from tau2.continual_learning.rollout.tasks.tau2_official import TRIVIAL_TASK_IDS
 
 
 def test_available_domains():

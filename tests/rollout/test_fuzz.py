@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
-from tau2.continual_learning.rollout.replay import ScriptedPolicy
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy
 
 TOOL_NAMES = [
     "get_customer_by_id",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from tau2.continual_learning.rollout.kv_buffer import BatchBuffers, BufferedLayer, Workspace
+from tau2.continual_learning.rollout.engines.kv_buffer import BatchBuffers, BufferedLayer, Workspace
 
 
 def _chunks(seed: int, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:

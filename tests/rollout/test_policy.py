@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tau2.continual_learning.rollout import Generation, HFPolicy, SamplingParams, VLLMPolicy
-from tau2.continual_learning.rollout.policy import split_generation
+from tau2.continual_learning.rollout.engines.base import split_generation
 from tau2.continual_learning.rollout.prompt import ChatFormat
 
 

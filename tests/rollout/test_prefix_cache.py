@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
-from tau2.continual_learning.rollout.prefix_cache import (
+from tau2.continual_learning.rollout.engines.prefix_cache import (
     CachedSequence,
     PrefixCache,
     common_prefix_length,

@@ -9,7 +9,7 @@ from tau2.continual_learning.rollout import (
     get_task,
     load_tasks,
 )
-from tau2.continual_learning.rollout.replay import ScriptedPolicy, ScriptedUser
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy, ScriptedUser
 from tau2.continual_learning.rollout.tool_format import format_call
 
 
@@ -178,7 +178,7 @@ def test_user_tasks_need_a_user_and_bad_arguments_fail_early(tokenizer, tiny_mod
 
 
 def test_scoring_pool_gives_the_inline_results(tokenizer):
-    from tau2.continual_learning.rollout.replay import gold_script
+    from tau2.continual_learning.rollout.scripted import gold_script
 
     tasks = _skills("retail", 2) + _skills("telecom", 2)
     rewards = []
@@ -199,7 +199,7 @@ def test_scoring_workers_exist_before_the_first_policy_call(tokenizer):
     write to them; the runner forks them before the policy's first call."""
     import multiprocessing
 
-    from tau2.continual_learning.rollout.replay import gold_script
+    from tau2.continual_learning.rollout.scripted import gold_script
 
     tasks = _skills("retail", 1)
     scripted = ScriptedPolicy(tokenizer, gold_script(tasks), prefix=CALL_PREFIX)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tau2.continual_learning.rollout.sampler import draw
+from tau2.continual_learning.rollout.engines.sampler import draw
 
 
 def _draws(probs: list[float], n: int, seed: int = 0) -> torch.Tensor:

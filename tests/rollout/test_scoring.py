@@ -9,13 +9,13 @@ from tau2.continual_learning.rollout import (
     load_tasks,
     score_trajectory,
 )
-from tau2.continual_learning.rollout.replay import (
+from tau2.continual_learning.rollout.scoring import Scorer
+from tau2.continual_learning.rollout.scripted import (
     ScriptedPolicy,
     ScriptedUser,
     gold_script,
     gold_turns,
 )
-from tau2.continual_learning.rollout.scoring import Scorer
 
 
 def _replay(tokenizer, tasks, user=None):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, get_task, load_tasks
-from tau2.continual_learning.rollout.domains import environment_constructor
-from tau2.continual_learning.rollout.replay import ScriptedPolicy, ScriptedUser, gold_script
-from tau2.continual_learning.rollout.shared_database import (
+from tau2.continual_learning.rollout.environments import (
+    environment_constructor,
     new_environment,
     own_database_before,
     shared_database,
     shares_database,
 )
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy, ScriptedUser, gold_script
 
 
 def _pristine_hash(domain: str) -> str:

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from tau2.continual_learning.rollout import load_tasks
-from tau2.continual_learning.rollout.skills import load_skill_tasks
+from tau2.continual_learning.rollout.tasks.skills import load_skill_tasks
 
 
 @pytest.mark.parametrize("domain", ["airline", "retail", "telecom"])

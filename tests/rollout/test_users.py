@@ -15,7 +15,7 @@ from tau2.continual_learning.rollout import (
     LiteLLMUser,
     get_task,
 )
-from tau2.continual_learning.rollout.replay import ScriptedPolicy, gold_script
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy, gold_script
 
 
 def test_airline_task_runs_to_the_end_with_the_in_process_user(

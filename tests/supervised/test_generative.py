@@ -2,8 +2,8 @@
 
 import torch
 
-from tau2.continual_learning.algorithms import GenerativeReplay, build_generator
 from tau2.continual_learning.supervised import MLP, ContinualTrainer, split_digits
+from tau2.continual_learning.supervised.algorithms import GenerativeReplay, build_generator
 
 QUIET = {"progress_bar": False}
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from tau2.continual_learning.buffers import (
+from tau2.continual_learning.supervised.batch import Batch
+from tau2.continual_learning.supervised.memory import (
     GaussianNoise,
     KMeansMemory,
     RandomShift,
     TensorMemory,
     mir_retrieve,
 )
-from tau2.continual_learning.supervised.batch import Batch
 
 
 def test_iba_augments_on_read_only():

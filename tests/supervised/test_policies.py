@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from tau2.continual_learning.buffers import make_insertion_policy
+from tau2.continual_learning.supervised.memory import make_insertion_policy
 
 
 def _stream(policy, buckets, scores=None):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tau2.continual_learning.cl_algorithm import CLAlgorithm, available_cl_algorithms
+from tau2.continual_learning.cl_algorithm import CLAlgorithm
 from tau2.continual_learning.supervised import (
     MLP,
     ContinualTrainer,
@@ -18,6 +18,7 @@ from tau2.continual_learning.supervised import (
     synthetic_channel_tasks,
     tensor_tasks,
 )
+from tau2.continual_learning.supervised.algorithms import available_cl_algorithms
 
 QUIET = {"progress_bar": False}
 
@@ -150,7 +151,7 @@ METHODS = [
 
 
 def test_methods_are_registered_without_clashing_with_grpo_names():
-    import tau2.continual_learning.algorithms  # noqa: F401
+    import tau2.continual_learning.supervised.algorithms  # noqa: F401
 
     assert set(METHODS) <= set(available_cl_algorithms())
     assert not {"sequential", "replay", "adaptive_replay", "clear"} & set(METHODS)

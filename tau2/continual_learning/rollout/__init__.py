@@ -1,23 +1,29 @@
 """The tau2 episode engine: batched multi-turn rollouts on real tau2 domains, scored by tau2's
-own evaluators, returned as GRPO-ready token data. See ``docs/rollout.md``."""
+own evaluators, returned as GRPO-ready token data. See ``docs/rollout.md``.
+
+Three layers: ``engines/`` sample tokens (plain transformers, vLLM), the episode protocol at this
+level (runner, episode state machine, tool-call format, chat framing, users, environments,
+scoring, the scripted gold policy) turns samples into tau2 conversations, and ``tasks/`` says
+which tasks there are and what the agent is told about them."""
 
 from __future__ import annotations
 
-from tau2.continual_learning.rollout.domains import (
+from tau2.continual_learning.rollout.engines.base import Generation, Policy, SamplingParams
+from tau2.continual_learning.rollout.engines.hf import HFPolicy
+from tau2.continual_learning.rollout.engines.vllm import VLLMPolicy
+from tau2.continual_learning.rollout.environments import policy_text, tool_schemas
+from tau2.continual_learning.rollout.episode import Episode, EpisodeLimits, Termination
+from tau2.continual_learning.rollout.runner import EpisodeRunner
+from tau2.continual_learning.rollout.scoring import Scorer, score_trajectory
+from tau2.continual_learning.rollout.tasks import (
     DomainTask,
+    TaskSource,
     available_domains,
     get_task,
     load_tasks,
-    policy_text,
-    tool_schemas,
 )
-from tau2.continual_learning.rollout.episode import Episode, EpisodeLimits, Termination
-from tau2.continual_learning.rollout.policy import Generation, HFPolicy, Policy, SamplingParams
-from tau2.continual_learning.rollout.runner import EpisodeRunner
-from tau2.continual_learning.rollout.scoring import Scorer, score_trajectory
 from tau2.continual_learning.rollout.tool_format import CALL_PREFIX, format_call, parse_turn
-from tau2.continual_learning.rollout.user import HFUser, LiteLLMUser, UserModel
-from tau2.continual_learning.rollout.vllm_policy import VLLMPolicy
+from tau2.continual_learning.rollout.users import HFUser, LiteLLMUser, UserModel
 
 __all__ = [
     "CALL_PREFIX",
@@ -32,6 +38,7 @@ __all__ = [
     "Policy",
     "SamplingParams",
     "Scorer",
+    "TaskSource",
     "Termination",
     "UserModel",
     "VLLMPolicy",

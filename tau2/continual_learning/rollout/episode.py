@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 
-from tau2.continual_learning.rollout.shared_database import own_database_before
+from tau2.continual_learning.rollout.environments import own_database_before
 from tau2.continual_learning.rollout.tool_format import (
     DONE_TOOL,
     RESPOND_TOOL,
@@ -28,8 +28,8 @@ from tau2.continual_learning.rollout.tool_format import (
 if TYPE_CHECKING:
     from tau2.environment.environment import Environment
 
-    from tau2.continual_learning.rollout.domains import DomainTask
-    from tau2.continual_learning.rollout.policy import Generation
+    from tau2.continual_learning.rollout.domain_task import DomainTask
+    from tau2.continual_learning.rollout.engines.base import Generation
     from tau2.continual_learning.rollout.prompt import ChatFormat
 
 FIRST_AGENT_MESSAGE = "Hi! How can I help you today?"

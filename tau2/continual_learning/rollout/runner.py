@@ -15,11 +15,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tau2.continual_learning.rollout.domains import (
-    DomainTask,
-    policy_text,
-    tool_schemas,
-)
+from tau2.continual_learning.rollout.engines.base import Policy, SamplingParams
+from tau2.continual_learning.rollout.environments import new_environment
 from tau2.continual_learning.rollout.episode import (
     Episode,
     EpisodeLimits,
@@ -27,45 +24,25 @@ from tau2.continual_learning.rollout.episode import (
     Termination,
     Waiting,
 )
-from tau2.continual_learning.rollout.policy import Policy, SamplingParams
-from tau2.continual_learning.rollout.prompt import ChatFormat, agent_system_prompt
+from tau2.continual_learning.rollout.prompt import ChatFormat
 from tau2.continual_learning.rollout.scoring import Scorer
-from tau2.continual_learning.rollout.shared_database import new_environment
-from tau2.continual_learning.rollout.skills import skill_system_prompt
+from tau2.continual_learning.rollout.tasks import DomainTask, system_prompt
 from tau2.continual_learning.rollout.tool_format import (
     CALL_CLOSE,
     CALL_PREFIX,
-    DONE_TOOL,
-    PSEUDO_TOOL_SCHEMAS,
-    RESPOND_TOOL,
 )
-from tau2.continual_learning.rollout.user import UserModel, resolve_user
+from tau2.continual_learning.rollout.users import UserModel, resolve_user
 
 logger = logging.getLogger(__name__)
 
 SOLO_REMINDER = "If the ticket is resolved, call done. Otherwise make the next tool call."
 
 
-@functools.cache
-def system_prompt(
-    domain: str, source: str, solo: bool, env_solo_mode: bool, tool_names: tuple[str, ...] | None
-) -> str:
-    """The agent's system prompt for a kind of task (cached: it is rebuilt per episode else)."""
-    schemas = tool_schemas(domain, solo_mode=env_solo_mode)
-    if tool_names is not None:
-        by_name = {s["name"]: s for s in schemas}
-        schemas = [by_name[name] for name in tool_names]
-    schemas = [*schemas, PSEUDO_TOOL_SCHEMAS[DONE_TOOL if solo else RESPOND_TOOL]]
-    if source == "skills":
-        return skill_system_prompt(domain, schemas)
-    return agent_system_prompt(policy_text(domain, env_solo_mode), schemas, solo=solo)
-
-
 class EpisodeRunner:
     """Runs tau2 episodes for a policy backend and returns GRPO-ready :class:`Episode` records.
 
     ``user``: ``None``/``"solo"`` (only ticket and skill tasks), or a
-    :class:`~tau2.continual_learning.rollout.user.UserModel` (litellm or in-process HF).
+    :class:`~tau2.continual_learning.rollout.users.UserModel` (litellm or in-process HF).
     ``assistant_prefix`` is put at the start of every assistant turn on the prompt side (env
     tokens, never trained on); the default opens a tool call, so every turn is a call.
     ``solo_reminder`` follows the tool responses in solo episodes (a foothold for small
@@ -194,9 +171,7 @@ class EpisodeRunner:
         )
 
         def setup() -> None:
-            state.system_prompt = system_prompt(
-                task.domain, task.source, task.solo, task.env_solo_mode, task.tool_names
-            )
+            state.system_prompt = system_prompt(task)
             state.env, state.shares_database = new_environment(task)
             state.start()
             if self.user is not None and not task.solo:

@@ -44,7 +44,7 @@ def score_trajectory(
     from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
     from tau2.evaluator.evaluator_env import EnvironmentEvaluator
 
-    from tau2.continual_learning.rollout.domains import environment_constructor
+    from tau2.continual_learning.rollout.environments import environment_constructor
 
     if termination_reason not in SCORED_TERMINATIONS:
         note = f"Simulation terminated prematurely. Termination reason: {termination_reason}"

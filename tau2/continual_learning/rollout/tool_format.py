@@ -25,7 +25,7 @@ CALL_CLOSE = "</tool_call>"
 RESPONSE_OPEN = "<tool_response>"
 RESPONSE_CLOSE = "</tool_response>"
 CALL_PREFIX = CALL_OPEN + '{"name": "'
-"""The assistant prefix that gives small models a foothold (DESIGN.md section 3)."""
+"""The assistant prefix that gives small models a foothold."""
 
 RESPOND_TOOL = "respond"
 DONE_TOOL = "done"

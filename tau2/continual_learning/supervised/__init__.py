@@ -10,14 +10,20 @@ from tau2.continual_learning.supervised.data import (
     synthetic_channel_tasks,
     tensor_tasks,
 )
-from tau2.continual_learning.supervised.models import MLP, VAE, ConvVAE, LSTMRegressor, VIBNet
+from tau2.continual_learning.supervised.models import (
+    MLP,
+    VAE,
+    ConvVAE,
+    LSTMRegressor,
+    VIBNet,
+    freeze_submodules,
+)
 from tau2.continual_learning.supervised.trainer import (
     ContinualTrainer,
     LossExplosionError,
     StepRecord,
     TaskResult,
     build_cl_algorithm,
-    freeze_submodules,
 )
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Configuration of the supervised :class:`ContinualTrainer`, from a dataclass, a dict or YAML.
 
-Flat keys map onto :class:`ContinualTrainerConfig`. The nested layout of seed 003 is accepted
+Flat keys map onto :class:`ContinualTrainerConfig`. The nested layout (``continual_strategy`` blocks) is accepted
 too::
 
     optimizer: {type: adam, lr: 0.001}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +163,7 @@ class ConvVAE(_VAEBase):
 
 
 class VIBNet(nn.Module):
-    """Variational information bottleneck classifier (seed 002).
+    """Variational information bottleneck classifier.
 
     encoder -> Gaussian bottleneck ``z`` (``bottleneck_dim`` units) -> classifier, plus a
     reconstruction decoder from ``z``. Training loss = CE + ``beta_1`` * KL(q(z|x) || N(0, I))
@@ -209,3 +209,15 @@ class VIBNet(nn.Module):
         return self.classifier(z), self.beta_1 * _kl_standard_normal(
             mu, logvar
         ) + self.beta_2 * recon
+
+
+def freeze_submodules(model: nn.Module, names: Iterable[str]) -> None:
+    """Stop gradients to the named submodules (e.g. a VIB ``encoder``)."""
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"cannot freeze {name!r}: {type(model).__name__} has no such submodule"
+            ) from None
+        module.requires_grad_(False)

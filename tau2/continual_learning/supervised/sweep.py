@@ -2,7 +2,7 @@
 
 A configuration whose loss explodes (``LossExplosionError`` after too many non-finite losses,
 or any ``FloatingPointError``/``RuntimeError`` from the numbers) is recorded as ``crashed``
-with its error and the sweep moves on to the next one (seed 002's "crash scenario").
+with its error and the sweep moves on to the next one.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tau2.continual_learning.cl_algorithm import CLAlgorithm, get_cl_algorithm_class
+import tau2.continual_learning.supervised.algorithms  # noqa: F401  (registers the supervised methods)
+from tau2.continual_learning.cl_algorithm import SUPERVISED_ALGORITHMS, CLAlgorithm
 from tau2.continual_learning.metrics import compute_cl_metrics
 from tau2.continual_learning.supervised.batch import Batch
 from tau2.continual_learning.supervised.config import ContinualTrainerConfig, load_config
+from tau2.continual_learning.supervised.models import freeze_submodules
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +80,7 @@ class TaskResult:
 
 def build_cl_algorithm(name: str, params: dict[str, Any]) -> CLAlgorithm:
     """Instantiate a registered algorithm; bad parameters name the algorithm and its options."""
-    import tau2.continual_learning.algorithms  # noqa: F401  (registers the supervised methods)
-
-    cls = get_cl_algorithm_class(name)
+    cls = SUPERVISED_ALGORITHMS.get(name)
     try:
         return cls(**params)
     except TypeError as err:
@@ -98,18 +98,6 @@ def build_cl_algorithm(name: str, params: dict[str, Any]) -> CLAlgorithm:
         raise ValueError(
             f"cl_params {sorted(params)} invalid for {name!r} ({err}); allowed: {allowed}"
         ) from None
-
-
-def freeze_submodules(model: nn.Module, names: Iterable[str]) -> None:
-    """Stop gradients to the named submodules (e.g. a VIB ``encoder``)."""
-    for name in names:
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(
-                f"cannot freeze {name!r}: {type(model).__name__} has no such submodule"
-            ) from None
-        module.requires_grad_(False)
 
 
 class ContinualTrainer:

@@ -1,4 +1,4 @@
-"""Generative replay (Shin et al. 2017) with VAE generators, parameters as in seed 003.
+"""Generative replay (Shin et al. 2017) with VAE generators.
 
 During a task, new samples go into a reservoir (``memory_size``) of the *current* task only;
 every ``generator_update_freq`` trainer steps the generator makes one update on a
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tau2.continual_learning.algorithms.replay import frozen_snapshot
-from tau2.continual_learning.buffers import TensorMemory
-from tau2.continual_learning.cl_algorithm import CLAlgorithm, register_cl_algorithm
+from tau2.continual_learning.cl_algorithm import SUPERVISED_ALGORITHMS, CLAlgorithm
+from tau2.continual_learning.supervised.algorithms.replay import frozen_snapshot
 from tau2.continual_learning.supervised.batch import Batch
+from tau2.continual_learning.supervised.memory import TensorMemory
 from tau2.continual_learning.supervised.models import VAE, ConvVAE
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def save_sample_grid(
     return path
 
 
-@register_cl_algorithm("generative_replay")
+@SUPERVISED_ALGORITHMS.register("generative_replay")
 class GenerativeReplay(CLAlgorithm):
     """Replay of VAE-generated samples labelled by the previous model."""
 

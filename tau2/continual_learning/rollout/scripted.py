@@ -14,15 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from tau2.data_model.message import UserMessage
 
-from tau2.continual_learning.rollout.policy import Generation, SamplingParams, split_generation
+from tau2.continual_learning.rollout.engines.base import (
+    Generation,
+    SamplingParams,
+    split_generation,
+)
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, RESPOND_TOOL, format_call
 
 if TYPE_CHECKING:
     from tau2.environment.environment import Environment
     from transformers import PreTrainedTokenizerBase
 
-    from tau2.continual_learning.rollout.domains import DomainTask
-    from tau2.continual_learning.rollout.user import UserRequest
+    from tau2.continual_learning.rollout.domain_task import DomainTask
+    from tau2.continual_learning.rollout.users import UserRequest
 
 
 class ScriptedPolicy:

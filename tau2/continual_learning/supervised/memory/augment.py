@@ -29,7 +29,7 @@ class GaussianNoise:
 
 class AWGN:
     """Additive white Gaussian noise at a signal-to-noise ratio in dB, per sample (for channel
-    or waveform data: the "SNR corruptions" of seed 000)."""
+    or waveform data: "SNR corruptions")."""
 
     def __init__(self, snr_db: float = 20.0) -> None:
         self.snr_db = snr_db

@@ -1,4 +1,4 @@
-"""vLLM policy backend (GPU, optional): the :class:`~tau2.continual_learning.rollout.policy.Policy`
+"""vLLM policy backend (GPU, optional): the :class:`~tau2.continual_learning.rollout.engines.hf.Policy`
 interface over ``vllm.LLM``.
 
 Pass a model name/path (an ``LLM`` is built with ``logprobs_mode="processed_logprobs"`` so the
@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tau2.continual_learning.rollout.policy import Generation, SamplingParams, split_generation
+from tau2.continual_learning.rollout.engines.base import (
+    Generation,
+    SamplingParams,
+    split_generation,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -1,5 +1,5 @@
 """K-means episodic memory: per-bucket prototypes instead of raw samples ("tiny episodic
-memories", seed 002).
+memories").
 
 During a task :meth:`KMeansMemory.observe` keeps a bounded uniform sample of the incoming data
 per bucket (class label for classification, task for regression). :meth:`consolidate` (at the
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tau2.continual_learning.buffers.memory import TensorMemory
-from tau2.continual_learning.buffers.policies import make_insertion_policy
+from tau2.continual_learning.insertion_policies import make_insertion_policy
+from tau2.continual_learning.supervised.memory.tensor_memory import TensorMemory
 
 
 class KMeansMemory:

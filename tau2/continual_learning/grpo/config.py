@@ -35,10 +35,7 @@ import trl
 
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
 
-TASK_SOURCES = ("tau2", "skills")
-REPLAY_STRATEGIES = ("random", "high_reward", "recent", "balanced")
 USER_MODES = ("auto", "solo", "llm", "hf")
-SKILL_DOMAINS = ("airline", "retail", "telecom")
 MICRO_BATCH_SIZE_DEFAULT = 1
 """Default ``micro_batch_size``: keeps the default CPU job under 6 GB peak RSS (docs/grpo.md)."""
 
@@ -73,8 +70,16 @@ class GRPOConfig(trl.GRPOConfig):
         default=None,
         metadata={"help": "bfloat16 autocast (default: on where the GPU or CPU supports bf16)."},
     )
-    activation_checkpointing: bool = field(
-        default=False, metadata={"help": "Trade compute for memory in the backward pass."}
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Trade compute for memory in the backward pass (default off; "
+            "--gradient_checkpointing is the same switch)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Alias of activation_checkpointing (transformers' older name)."},
     )
     # -- what to train ----------------------------------------------------------------------
     model_name_or_path: str = field(
@@ -205,6 +210,8 @@ class GRPOConfig(trl.GRPOConfig):
     def __post_init__(self) -> None:
         if self.output_dir is None or self.output_dir == "trainer_output":
             self.output_dir = "outputs/grpo_cl"
+        if self.activation_checkpointing is None:
+            self.activation_checkpointing = bool(self.gradient_checkpointing)
         if self.bf16 is None:
             self.bf16 = bf16_supported()
         if self.bf16 and not self._cuda():
@@ -262,8 +269,9 @@ class GRPOConfig(trl.GRPOConfig):
         return torch.cuda.is_available()
 
     def _validate(self) -> None:
-        from tau2.continual_learning.continual_learning import available_cl_algorithms
+        from tau2.continual_learning.grpo.algorithms import GRPO_ALGORITHMS
         from tau2.continual_learning.rollout import available_domains
+        from tau2.continual_learning.rollout.tasks import SOLO_DOMAINS, TASK_SOURCES
 
         valid_domains = available_domains()
         _check(
@@ -289,16 +297,16 @@ class GRPOConfig(trl.GRPOConfig):
             self.task_source in TASK_SOURCES,
             "task_source",
             self.task_source,
-            f"one of {TASK_SOURCES}",
+            f"one of {tuple(TASK_SOURCES)}",
         )
-        if self.task_source == "skills":
-            bad = [d for d in self.domains if d not in SKILL_DOMAINS]
-            _check(
-                not bad,
-                "domains",
-                self.domains,
-                f"task_source='skills' supports {list(SKILL_DOMAINS)}; not {bad}",
-            )
+        source_domains = TASK_SOURCES[self.task_source].domains
+        bad = [d for d in self.domains if d not in source_domains]
+        _check(
+            not bad,
+            "domains",
+            self.domains,
+            f"task_source={self.task_source!r} supports {list(source_domains)}; not {bad}",
+        )
         _check(
             self.max_steps_per_domain >= 1,
             "max_steps_per_domain",
@@ -311,72 +319,27 @@ class GRPOConfig(trl.GRPOConfig):
             self.eval_tasks_per_domain,
             "None (all test tasks) or an integer >= 1",
         )
-        algorithms = available_cl_algorithms()
-        _check(
-            self.cl_algorithm in algorithms,
-            "cl_algorithm",
-            self.cl_algorithm,
-            f"one of {algorithms}",
-        )
-        for name in ("replay_ratio", "max_replay_ratio", "min_replay_ratio"):
-            value = getattr(self, name)
-            _check(
-                0.0 <= value < 1.0,
-                name,
-                value,
-                "a share in [0, 1): some of every batch must be new tasks",
-            )
-        _check(
-            self.min_replay_ratio <= self.max_replay_ratio,
-            "min_replay_ratio",
-            self.min_replay_ratio,
-            f"<= max_replay_ratio ({self.max_replay_ratio})",
-        )
-        if self.cl_algorithm == "adaptive_replay":
-            _check(
-                self.min_replay_ratio <= self.replay_ratio <= self.max_replay_ratio,
-                "replay_ratio",
-                self.replay_ratio,
-                f"within [min_replay_ratio, max_replay_ratio] = [{self.min_replay_ratio}, {self.max_replay_ratio}] for adaptive_replay",
-            )
-        _check(
-            0.0 < self.adaptation_rate <= 1.0, "adaptation_rate", self.adaptation_rate, "in (0, 1]"
-        )
-        _check(
-            0.0 < self.forgetting_threshold <= 1.0,
-            "forgetting_threshold",
-            self.forgetting_threshold,
-            "in (0, 1]",
-        )
-        _check(self.probe_interval >= 1, "probe_interval", self.probe_interval, "an integer >= 1")
-        _check(
-            self.probe_tasks_per_domain >= 1,
-            "probe_tasks_per_domain",
-            self.probe_tasks_per_domain,
-            "an integer >= 1",
-        )
+        if self.cl_algorithm not in GRPO_ALGORITHMS:
+            try:
+                GRPO_ALGORITHMS.get(self.cl_algorithm)
+            except ValueError as err:
+                raise ConfigError(
+                    f"GRPOConfig.cl_algorithm={self.cl_algorithm!r} is invalid: {err}"
+                ) from None
+        self._check_algorithm_parameters()
         _check(
             self.replay_buffer_size >= 1,
             "replay_buffer_size",
             self.replay_buffer_size,
             "an integer >= 1",
         )
-        _check(
-            self.replay_strategy in REPLAY_STRATEGIES,
-            "replay_strategy",
-            self.replay_strategy,
-            f"one of {REPLAY_STRATEGIES}",
-        )
-        from tau2.continual_learning.buffers.policies import POLICIES
+        from tau2.continual_learning.insertion_policies import POLICIES
 
         _check(
             self.buffer_insertion_policy in POLICIES,
             "buffer_insertion_policy",
             self.buffer_insertion_policy,
             f"one of {sorted(POLICIES)}",
-        )
-        _check(
-            self.min_buffer_size >= 0, "min_buffer_size", self.min_buffer_size, "an integer >= 0"
         )
         _check(
             self.batch_size_per_gpu >= 1,
@@ -429,6 +392,15 @@ class GRPOConfig(trl.GRPOConfig):
             "an integer >= 64",
         )
         _check(self.user_mode in USER_MODES, "user_mode", self.user_mode, f"one of {USER_MODES}")
+        if self.user_mode == "solo" and self.task_source == "tau2":
+            needs_user = [d for d in self.domains if d not in SOLO_DOMAINS]
+            _check(
+                not needs_user,
+                "user_mode",
+                self.user_mode,
+                f"official tau2 tasks of {needs_user} have no ticket and need a user simulator: "
+                "use user_mode 'auto', 'hf' or 'llm', or task_source='skills'",
+            )
         if self.user_mode == "llm":
             _check(
                 bool(self.user_llm),
@@ -443,7 +415,36 @@ class GRPOConfig(trl.GRPOConfig):
             self.max_consecutive_nonfinite_losses,
             "an integer >= 1",
         )
-        _check(self.bc_weight >= 0.0, "bc_weight", self.bc_weight, ">= 0")
-        _check(self.bc_batch_size >= 1, "bc_batch_size", self.bc_batch_size, "an integer >= 1")
         _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")
+
+    def _check_algorithm_parameters(self) -> None:
+        """The flat replay fields, checked with the algorithms' own rules whichever algorithm
+        is selected (so a bad flag fails now, not when an algorithm is swapped in)."""
+        from tau2.continual_learning.grpo.algorithms.parameters import (
+            InvalidParameter,
+            check,
+            check_ratio_bounds,
+        )
+
+        adaptive = (
+            ("replay_ratio", self.replay_ratio) if self.cl_algorithm == "adaptive_replay" else None
+        )
+        try:
+            check(
+                replay_ratio=self.replay_ratio,
+                replay_strategy=self.replay_strategy,
+                min_buffer_size=self.min_buffer_size,
+                adaptation_rate=self.adaptation_rate,
+                forgetting_threshold=self.forgetting_threshold,
+                probe_interval=self.probe_interval,
+                bc_weight=self.bc_weight,
+                bc_batch_size=self.bc_batch_size,
+            )
+            check(probe_tasks=self.probe_tasks_per_domain)
+            check_ratio_bounds(self.min_replay_ratio, self.max_replay_ratio, adaptive)
+        except InvalidParameter as err:
+            name = "probe_tasks_per_domain" if err.name == "probe_tasks" else err.name
+            raise ConfigError(
+                f"GRPOConfig.{name}={err.value!r} is invalid: {err.allowed}"
+            ) from None

@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tau2.continual_learning.buffers import (
+from tau2.continual_learning.cl_algorithm import SUPERVISED_ALGORITHMS, CLAlgorithm
+from tau2.continual_learning.insertion_policies import POLICIES
+from tau2.continual_learning.supervised.batch import Batch
+from tau2.continual_learning.supervised.memory import (
     KMeansMemory,
     TensorMemory,
     make_augmentation,
     mir_retrieve,
 )
-from tau2.continual_learning.buffers.policies import POLICIES
-from tau2.continual_learning.cl_algorithm import CLAlgorithm, register_cl_algorithm
-from tau2.continual_learning.supervised.batch import Batch
-from tau2.continual_learning.supervised.trainer import freeze_submodules
+from tau2.continual_learning.supervised.models import freeze_submodules
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ def frozen_snapshot(model: nn.Module) -> nn.Module:
     return teacher
 
 
-@register_cl_algorithm("naive")
+@SUPERVISED_ALGORITHMS.register("naive")
 class NaiveCL(CLAlgorithm):
     """Fine-tuning with no replay: the lower bound every method is compared with."""
 
 
-@register_cl_algorithm("er")
+@SUPERVISED_ALGORITHMS.register("er")
 class ExperienceReplay(CLAlgorithm):
     """Experience replay with dual-stream batching.
 
@@ -220,7 +220,7 @@ def _variant(name: str, class_name: str, doc: str, **defaults: Any) -> type[Expe
     """Register an :class:`ExperienceReplay` whose only difference is its defaults."""
     attrs = {f"default_{key}": value for key, value in defaults.items()}
     cls = type(class_name, (ExperienceReplay,), {"__doc__": doc, "__module__": __name__, **attrs})
-    return register_cl_algorithm(name)(cls)
+    return SUPERVISED_ALGORITHMS.register(name)(cls)
 
 
 ReservoirER = _variant(
@@ -253,7 +253,7 @@ AugmentedER = _variant(
 SoftTargetER = _variant(
     "soft_replay",
     "SoftTargetER",
-    "ER against stored logits with soft cross-entropy (seed 002).",
+    "ER against stored logits with soft cross-entropy.",
     soft_targets=True,
 )
 MaximallyInterferedER = _variant(
@@ -261,7 +261,7 @@ MaximallyInterferedER = _variant(
 )
 
 
-@register_cl_algorithm("vib_replay")
+@SUPERVISED_ALGORITHMS.register("vib_replay")
 class VIBReplay(ExperienceReplay):
     """Replay for a :class:`~tau2.continual_learning.supervised.models.VIBNet` (its KL and
     reconstruction terms enter through ``forward_with_aux``); ``freeze_encoder`` freezes the
@@ -280,7 +280,7 @@ class VIBReplay(ExperienceReplay):
             freeze_submodules(trainer.model, ["encoder"])
 
 
-@register_cl_algorithm("distill")
+@SUPERVISED_ALGORITHMS.register("distill")
 class DistillationER(ExperienceReplay):
     """ER plus distillation on the replayed samples against a frozen snapshot of the model
     taken at the start of each task (CLEAR-style behaviour cloning): ``distill_weight`` *
@@ -334,7 +334,7 @@ class DistillationER(ExperienceReplay):
         return self.distill_weight * loss
 
 
-@register_cl_algorithm("kmeans_memory")
+@SUPERVISED_ALGORITHMS.register("kmeans_memory")
 class KMeansReplay(ExperienceReplay):
     """Replay of per-class (per-task for regression) k-means prototypes instead of raw samples;
     the memory is rebuilt at the end of every task."""

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tau2.data_model.message import Message, MultiToolMessage, ToolMessage, UserMessage
 
-from tau2.continual_learning.rollout.policy import HFPolicy, SamplingParams
+from tau2.continual_learning.rollout.engines.base import SamplingParams
+from tau2.continual_learning.rollout.engines.hf import HFPolicy
 
 if TYPE_CHECKING:
     from tau2.environment.environment import Environment
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from tau2.continual_learning.rollout.domains import DomainTask
+    from tau2.continual_learning.rollout.domain_task import DomainTask
 
 UserRequest = tuple[Any, "Message | list[ToolMessage]"]
 

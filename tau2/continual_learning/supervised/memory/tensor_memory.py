@@ -2,8 +2,8 @@
 
 The memory is preallocated on the first :meth:`TensorMemory.add` (shapes and dtypes from that
 batch), so device memory stays constant however large the buffer grows. An insertion policy
-(:mod:`~tau2.continual_learning.buffers.policies`) decides which slot an item overwrites.
-Optional stored logits give soft targets (seed 002); an optional read-time augmentation
+(:mod:`~tau2.continual_learning.insertion_policies`) decides which slot an item overwrites.
+Optional stored logits give soft targets; an optional read-time augmentation
 implements independent buffer augmentation (stored tensors are never modified).
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tau2.continual_learning.buffers.augment import Augmentation
-from tau2.continual_learning.buffers.policies import InsertionPolicy, make_insertion_policy
+from tau2.continual_learning.insertion_policies import InsertionPolicy, make_insertion_policy
 from tau2.continual_learning.supervised.batch import Batch
+from tau2.continual_learning.supervised.memory.augment import Augmentation
 
 
 class TensorMemory:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from tau2.continual_learning.rollout.prefix_cache import common_prefix_length
+from tau2.continual_learning.rollout.engines.prefix_cache import common_prefix_length
 
 PACK_TOKENS = 1024
 """Rows of a pack times its longest suffix stay within this (a longer row is a pack alone)."""

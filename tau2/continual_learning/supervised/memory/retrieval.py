@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tau2.continual_learning.buffers.memory import TensorMemory
 from tau2.continual_learning.supervised.batch import Batch
+from tau2.continual_learning.supervised.memory.tensor_memory import TensorMemory
 
 PerSampleLoss = Callable[[torch.Tensor, Batch], torch.Tensor]
 

@@ -1,119 +1,36 @@
-"""Policy backends: batched generation returning token ids and sampling log-probs.
-
-A backend takes prompts as token-id lists (the runner assembles conversations in ids) and
-returns, for each prompt, the new token ids and the log-probability of each sampled token under
-the distribution it was sampled from (after temperature and top-p), which is what GRPO's
-importance ratios need.
-"""
+"""The plain-transformers sampling engine (:class:`HFPolicy`): batched generation with a
+prefix key/value cache, returning token ids and sampling log-probs (see
+:mod:`~tau2.continual_learning.rollout.engines.base`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from tau2.continual_learning.rollout.attention import sampling_attention
-from tau2.continual_learning.rollout.batched_prefill import (
+from tau2.continual_learning.rollout.engines.attention import sampling_attention
+from tau2.continual_learning.rollout.engines.base import (
+    Generation,
+    SamplingParams,
+    split_generation,
+    turn_end,
+)
+from tau2.continual_learning.rollout.engines.batched_prefill import (
     PACK_TOKENS,
     PrefillLayout,
     packs,
     shared_prefixes,
 )
-from tau2.continual_learning.rollout.prefix_cache import CachedSequence, PrefixCache
-from tau2.continual_learning.rollout.sampler import draw
+from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
+from tau2.continual_learning.rollout.engines.sampler import draw
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from tau2.continual_learning.rollout.kv_buffer import Past
+    from tau2.continual_learning.rollout.engines.kv_buffer import Past
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one turn. ``temperature == 0`` means greedy decoding."""
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    stop_strings: tuple[str, ...] = ()
-    """Besides the eos token, end a turn once the sampled text contains one of these."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One sampled turn: new ids and their log-probs. ``finish_reason`` is ``"eos"`` (the
-    end-of-turn id is the last id), ``"stop"`` (a stop string ended it; the turn is still
-    open) or ``"length"`` (the token limit cut it)."""
-
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason != "length"
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """What :class:`EpisodeRunner` needs from a backend. A backend that keeps state between
-    calls (``HFPolicy``'s prefix cache) may also offer ``clear_cache()``, which the runner calls
-    when a run ends."""
-
-    tokenizer: PreTrainedTokenizerBase
-
-    def generate(
-        self, prompts: list[list[int]], sampling: SamplingParams, seed: int | None = None
-    ) -> list[Generation]:
-        """Sample one continuation per prompt, stopping at the tokenizer's eos token."""
-        ...
-
-
-def turn_end(
-    token: int, text: str, stop_id: int, tokenizer: Any, stop_strings: tuple[str, ...]
-) -> tuple[str | None, str]:
-    """Whether ``token``, sampled after ``text``, ends the turn: ``"eos"``, ``"stop"`` (it
-    completes a stop string) or ``None``; and the turn's text with it (kept only for stop
-    strings)."""
-    if token == stop_id:
-        return "eos", text
-    if stop_strings:
-        text += tokenizer.decode([token])
-        if any(s in text for s in stop_strings):
-            return "stop", text
-    return None, text
-
-
-def split_generation(
-    ids: list[int],
-    logprobs: list[float],
-    stop_id: int,
-    tokenizer: Any = None,
-    stop_strings: tuple[str, ...] = (),
-) -> Generation:
-    """Cut a raw continuation after the first ``stop_id`` or the token completing a stop
-    string, whichever comes first (anything after it is batch padding)."""
-    text = ""
-    for end, token in enumerate(ids, start=1):
-        reason, text = turn_end(token, text, stop_id, tokenizer, stop_strings)
-        if reason is not None:
-            return Generation(ids[:end], logprobs[:end], reason)
-    return Generation(ids, logprobs, "length")
 
 
 class _LogprobRecorder:
@@ -155,7 +72,7 @@ class HFPolicy:
 
     With ``prefix_cache`` (the default, for models with plain per-layer key/value caches) the
     attention keys/values of earlier turns are kept between calls
-    (:mod:`~tau2.continual_learning.rollout.prefix_cache`): each prompt encodes only the tokens
+    (:mod:`~tau2.continual_learning.rollout.engines.prefix_cache`): each prompt encodes only the tokens
     no stored sequence shares with it, then all prompts decode together in one left-padded batch.
     Without it every call is a stateless left-padded ``generate`` over the whole contexts.
 
@@ -163,7 +80,7 @@ class HFPolicy:
     the next call (they invalidate the cache). ``max_batch_size`` splits large batches to bound
     memory; ``prefix_cache_tokens`` bounds the cache (least recently used sequences go first).
     ``prefill_pack_tokens`` sizes the cached path's prefill passes (rows x longest new part);
-    ``None`` picks :data:`~tau2.continual_learning.rollout.batched_prefill.PACK_TOKENS` on a
+    ``None`` picks :data:`~tau2.continual_learning.rollout.engines.batched_prefill.PACK_TOKENS` on a
     CPU (measured best there) and 32768 on an accelerator, where larger passes pay.
     """
 
@@ -196,7 +113,7 @@ class HFPolicy:
         if prefix_cache:
             if supports_prefix_cache(model):
                 self.cache = PrefixCache(prefix_cache_tokens)
-                from tau2.continual_learning.rollout.kv_buffer import Workspace
+                from tau2.continual_learning.rollout.engines.kv_buffer import Workspace
 
                 self._num_layers = _num_cache_layers(model)
                 self._workspace = Workspace()
@@ -302,12 +219,12 @@ class HFPolicy:
         self, sequences: list[list[int]], room: int
     ) -> tuple[Any, list[int], list[list[int]], Any]:
         """Encode what the prefix cache lacks of each sequence, in packs (see
-        :mod:`~tau2.continual_learning.rollout.batched_prefill`), into one batch cache with
+        :mod:`~tau2.continual_learning.rollout.engines.batched_prefill`), into one batch cache with
         ``room`` free columns. Returns the cache, the sequence index of each of its rows, each
         sequence's columns in it, and the last logits of each row."""
         import torch
 
-        from tau2.continual_learning.rollout.kv_buffer import BatchBuffers
+        from tau2.continual_learning.rollout.engines.kv_buffer import BatchBuffers
 
         assert self.cache is not None
         found = [self.cache.lookup(s) for s in sequences]

@@ -27,13 +27,11 @@ from typing import Any
 
 from tau2.data_model.tasks import Action, EvaluationCriteria, RewardType, Task, UserScenario
 
-from tau2.continual_learning.rollout.domains import (
-    SKILL_DOMAINS,
-    DomainTask,
-    environment_constructor,
-)
+from tau2.continual_learning.rollout.domain_task import DomainTask
+from tau2.continual_learning.rollout.environments import agent_tool_schemas, environment_constructor
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, format_call, render_signatures
 
+SKILL_DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom")
 SKILL_SPLITS = ("train", "test")
 TEST_PER_TEMPLATE = 2
 """Held-out tasks per template: a small, template-balanced test split, so that scoring every
@@ -405,3 +403,33 @@ def load_skill_tasks(domain: str, split: str = "train", *, seed: int = 0) -> lis
             f"Unknown split {split!r} for skill tasks; valid splits: {', '.join(SKILL_SPLITS)}"
         )
     return list(_skill_splits(domain, seed)[split])
+
+
+class SkillTasks:
+    """The ``skills`` task source: compact solo tasks generated from each domain's database,
+    with a short prompt (instruction, one example, tool signatures)."""
+
+    name = "skills"
+    domains: tuple[str, ...] = SKILL_DOMAINS
+
+    def load(self, domain: str, split: str, seed: int = 0) -> list[DomainTask]:
+        return load_skill_tasks(domain, split, seed=seed)
+
+    def get(self, domain: str, task_id: str, seed: int = 0) -> DomainTask:
+        candidates = {
+            t.task_id: t for split in SKILL_SPLITS for t in self.load(domain, split, seed)
+        }
+        if task_id not in candidates:
+            raise ValueError(
+                f"Unknown task id {task_id!r} for skill tasks of {domain!r}; valid ids: "
+                f"{', '.join(candidates)}"
+            )
+        return candidates[task_id]
+
+    def system_prompt(self, task: DomainTask) -> str:
+        return _system_prompt(task.domain, task.tool_names)
+
+
+@functools.cache
+def _system_prompt(domain: str, tool_names: tuple[str, ...] | None) -> str:
+    return skill_system_prompt(domain, agent_tool_schemas(domain, True, False, tool_names))

@@ -2,7 +2,7 @@
 
 A policy only decides *where* an incoming item goes: ``add(bucket, score)`` returns the slot
 index to write the item to, or ``None`` when the item is discarded. The caller keeps the
-items themselves (tensors in :class:`~tau2.continual_learning.buffers.memory.TensorMemory`,
+items themselves (tensors in :class:`~tau2.continual_learning.supervised.memory.tensor_memory.TensorMemory`,
 trajectories in the GRPO ``TrajectoryBuffer``), so one policy implementation serves both
 trainers. Per slot the policy remembers the item's *bucket* (class label, domain, SNR bucket:
 anything hashable) and an optional *score* (a loss: high = hard / informative).

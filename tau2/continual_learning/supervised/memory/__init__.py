@@ -2,16 +2,7 @@
 policies (generic over items), a CPU tensor memory, read-time augmentation, MIR retrieval and a
 k-means prototype memory."""
 
-from tau2.continual_learning.buffers.augment import (
-    AWGN,
-    Compose,
-    GaussianNoise,
-    RandomShift,
-    make_augmentation,
-)
-from tau2.continual_learning.buffers.kmeans import KMeansMemory
-from tau2.continual_learning.buffers.memory import TensorMemory
-from tau2.continual_learning.buffers.policies import (
+from tau2.continual_learning.insertion_policies import (
     POLICIES,
     BalancedLossAwareReservoirPolicy,
     BalancedReservoirPolicy,
@@ -22,7 +13,16 @@ from tau2.continual_learning.buffers.policies import (
     ReservoirPolicy,
     make_insertion_policy,
 )
-from tau2.continual_learning.buffers.retrieval import mir_retrieve
+from tau2.continual_learning.supervised.memory.augment import (
+    AWGN,
+    Compose,
+    GaussianNoise,
+    RandomShift,
+    make_augmentation,
+)
+from tau2.continual_learning.supervised.memory.kmeans import KMeansMemory
+from tau2.continual_learning.supervised.memory.retrieval import mir_retrieve
+from tau2.continual_learning.supervised.memory.tensor_memory import TensorMemory
 
 __all__ = [
     "AWGN",

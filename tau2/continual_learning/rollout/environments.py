@@ -1,4 +1,9 @@
-"""Copy-on-write domain databases: episodes share one parsed database until they write to it.
+"""The tau2 domains' environments as episodes use them: constructors, the agent's tool schemas,
+the domain policy, and copy-on-write databases.
+
+Tool schemas and policies are built once per process and cached. Every episode still gets a
+fresh environment, because tools mutate their database in place; but episodes share one parsed
+database until they write to it:
 
 tau2 builds every environment's database from JSON and validates it with pydantic: 0.3 s per
 airline episode, about 0.15 s per retail one (measured). Most rollout episodes only read, so
@@ -12,15 +17,66 @@ syncs the user's device database on every call), get fresh environments as befor
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tau2.continual_learning.rollout.domains import environment_constructor
+from tau2.continual_learning import hygiene
+from tau2.continual_learning.rollout.domain_task import check_domain
+from tau2.continual_learning.rollout.tool_format import DONE_TOOL, PSEUDO_TOOL_SCHEMAS, RESPOND_TOOL
+
+hygiene.configure_tau2_environment()
 
 if TYPE_CHECKING:
     from tau2.environment.environment import Environment
 
-    from tau2.continual_learning.rollout.domains import DomainTask
+    from tau2.continual_learning.rollout.domain_task import DomainTask
+
+
+def environment_module(domain: str) -> Any:
+    return importlib.import_module(f"tau2.domains.{check_domain(domain)}.environment")
+
+
+def environment_constructor(domain: str) -> Callable[..., Environment]:
+    """``get_environment`` of the domain: ``ctor(solo_mode=...)`` builds a fresh environment."""
+    return environment_module(domain).get_environment
+
+
+@functools.cache
+def _schemas(domain: str, solo_mode: bool) -> tuple[dict[str, Any], ...]:
+    env = environment_constructor(domain)(solo_mode=solo_mode)
+    tools = list(env.get_tools())
+    if solo_mode and env.user_tools is not None:
+        tools += list(env.get_user_tools())
+    return tuple(tool.openai_schema["function"] for tool in tools)
+
+
+def tool_schemas(domain: str, *, solo_mode: bool = False) -> list[dict[str, Any]]:
+    """OpenAI function specs (``{name, description, parameters}``) of the agent's tools.
+
+    In solo mode (telecom, mock) the user's tools are included, as tau2's solo agent does.
+    Cached per process (``get_tools`` rebuilds pydantic models on each call).
+    """
+    return list(_schemas(domain, solo_mode))
+
+
+def agent_tool_schemas(
+    domain: str, solo: bool, env_solo_mode: bool, tool_names: tuple[str, ...] | None
+) -> list[dict[str, Any]]:
+    """The tools shown to the agent of a task: the domain's (only ``tool_names`` when given,
+    in that order) plus the turn-ending pseudo tool (``done`` solo, ``respond`` with a user)."""
+    schemas = tool_schemas(domain, solo_mode=env_solo_mode)
+    if tool_names is not None:
+        by_name = {s["name"]: s for s in schemas}
+        schemas = [by_name[name] for name in tool_names]
+    return [*schemas, PSEUDO_TOOL_SCHEMAS[DONE_TOOL if solo else RESPOND_TOOL]]
+
+
+@functools.cache
+def policy_text(domain: str, solo_mode: bool = False) -> str:
+    """The domain policy the agent must follow (the solo variant where tau2 has one)."""
+    return environment_constructor(domain)(solo_mode=solo_mode).get_policy()
 
 
 @functools.cache

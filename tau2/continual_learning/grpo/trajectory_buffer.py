@@ -1,7 +1,7 @@
 """``TrajectoryBuffer``: per-domain storage of finished episodes for replay.
 
 Each domain has its own bounded store (``capacity`` records). *Insertion* (which record a full
-store evicts) is a policy from :mod:`tau2.continual_learning.buffers.policies` (FIFO, reservoir,
+store evicts) is a policy from :mod:`tau2.continual_learning.insertion_policies` (FIFO, reservoir,
 balanced reservoir, loss-aware, ...), with the task key as bucket and ``1 - reward`` as the
 per-trajectory "loss" score (failed episodes count as hard). *Sampling* is a separate choice:
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tau2.continual_learning.buffers.policies import InsertionPolicy, make_insertion_policy
+from tau2.continual_learning.insertion_policies import InsertionPolicy, make_insertion_policy
 
 SAMPLING_STRATEGIES = ("random", "high_reward", "recent", "balanced")
 

@@ -1,0 +1,92 @@
+"""Episodes for a continual GRPO run: its tasks (cached per domain and split), its user
+simulator, and batched rollouts with the current policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tau2.continual_learning.grpo.config import GRPOConfig
+from tau2.continual_learning.model_loading import load_model_and_tokenizer
+from tau2.continual_learning.rollout import (
+    DomainTask,
+    Episode,
+    EpisodeRunner,
+    HFPolicy,
+    HFUser,
+    LiteLLMUser,
+    UserModel,
+    load_tasks,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Rollouts:
+    """What the trainer samples with: one policy engine over the trained model, the user
+    simulator, and the run's task lists."""
+
+    def __init__(self, config: GRPOConfig, model: Any, tokenizer: Any) -> None:
+        self.config = config
+        self.model = model
+        self.policy = HFPolicy(model, tokenizer)
+        self.user = build_user(config, model, tokenizer)
+        self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
+
+    def tasks(self, domain: str, split: str) -> list[DomainTask]:
+        """Train or test tasks of ``domain``: trivial tasks dropped from training if asked, the
+        test split capped at ``eval_tasks_per_domain``."""
+        key = (domain, split)
+        if key not in self._tasks:
+            cfg = self.config
+            tasks = load_tasks(domain, split, cfg.task_source, seed=cfg.skills_seed)
+            if split == "train" and cfg.exclude_trivial_tasks:
+                tasks = [t for t in tasks if not t.trivial] or tasks
+            if split == "test" and cfg.eval_tasks_per_domain is not None:
+                tasks = tasks[: cfg.eval_tasks_per_domain]
+            self._tasks[key] = tasks
+        return self._tasks[key]
+
+    def run(
+        self, tasks: list[DomainTask], num_generations: int, temperature: float, seed: int
+    ) -> list[Episode]:
+        """Episodes of ``tasks`` (each ``num_generations`` times, consecutively) with the
+        current weights, under bf16 autocast when configured."""
+        cfg = self.config
+        device_type = next(self.model.parameters()).device.type
+        autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(cfg.bf16))
+        extra = (
+            {"assistant_prefix": cfg.assistant_prefix} if cfg.assistant_prefix is not None else {}
+        )
+        runner = EpisodeRunner(
+            self.policy,
+            user=self.user,
+            max_turns=cfg.max_turns,
+            max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+            max_context_tokens=cfg.max_context_tokens,
+            temperature=temperature,
+            scoring_workers=0,
+            seed=seed,
+            **extra,
+        )
+        with autocast, runner:
+            return runner.run(tasks, num_generations=num_generations)
+
+
+def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | None:
+    """The user simulator for tasks without a ticket (``None``: solo tasks only). ``auto``
+    picks litellm when ``user_llm`` is set, solo for skill tasks, else the policy model."""
+    mode = config.user_mode
+    if mode == "auto":
+        mode = "llm" if config.user_llm else ("solo" if config.task_source == "skills" else "hf")
+    if mode == "solo":
+        return None
+    if mode == "llm":
+        return LiteLLMUser(
+            config.user_llm, api_base=config.user_api_base, temperature=config.user_temperature
+        )
+    if config.user_model_name_or_path:
+        model, tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
+    return HFUser(model, tokenizer)

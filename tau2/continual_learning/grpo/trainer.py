@@ -1,0 +1,423 @@
+"""``GRPOTrainer``: continual GRPO over a sequence of tau2 domains.
+
+The domain loop, top to bottom (:meth:`GRPOTrainer.train`):
+
+1. before the first domain, the untrained model is scored on every domain (the FWT baseline);
+2. for each domain: ``cl_algorithm.pre_task_hook``, then ``max_steps_per_domain`` GRPO steps
+   run by TRL's engine (:mod:`~tau2.continual_learning.grpo.engine`). Each step's rollouts enter
+   through TRL's ``rollout_func`` (:meth:`GRPOTrainer.rollout`): the step's new tasks and the
+   algorithm's replayed ones (:func:`~tau2.continual_learning.grpo.batch.compose_batch`) get
+   ``num_samples_per_prompt`` episodes each, tau2's evaluators give the rewards, finished
+   episodes go into the trajectory buffer, and TRL computes advantages and the loss;
+3. every domain's test split is scored: one row of the accuracy matrix;
+4. ``cl_algorithm.post_task_hook``, the statistics banner, a checkpoint, the outputs.
+
+One optimizer (and its state) is kept across domains unless
+``reset_optimizer_between_domains``; the learning-rate schedule restarts per domain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+from transformers import set_seed
+
+from tau2.continual_learning.cl_algorithm import CLAlgorithm
+from tau2.continual_learning.grpo.algorithms import GRPO_ALGORITHMS
+from tau2.continual_learning.grpo.batch import compose_batch
+from tau2.continual_learning.grpo.checkpointing import (
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    Checkpointer,
+    load_weights,
+    rng_state,
+    set_rng_state,
+)
+from tau2.continual_learning.grpo.config import GRPOConfig
+from tau2.continual_learning.grpo.engine import (
+    REWARD_FIELD,
+    Engine,
+    LossGuard,
+    NonFiniteLossError,
+    StepCallback,
+    tau2_reward,
+)
+from tau2.continual_learning.grpo.evaluation import Score, pass_at_one
+from tau2.continual_learning.grpo.rollouts import Rollouts
+from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
+from tau2.continual_learning.metrics import compute_cl_metrics
+from tau2.continual_learning.model_loading import load_model_and_tokenizer, wrap_lora
+from tau2.continual_learning.report import (
+    plot_accuracy_matrix,
+    statistics_banner,
+    write_json_atomic,
+    write_rows_csv,
+)
+from tau2.continual_learning.rollout import DomainTask, Episode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GRPOTrainer", "NonFiniteLossError", "build_cl_algorithm"]
+
+
+def build_cl_algorithm(config: GRPOConfig) -> CLAlgorithm:
+    """Instantiate ``config.cl_algorithm`` from the config's flat fields (each algorithm
+    validates its own parameters)."""
+    return GRPO_ALGORITHMS.get(config.cl_algorithm).from_config(config)
+
+
+class GRPOTrainer:
+    """Continual GRPO over a sequence of tau2 domains (see the module docstring).
+
+    ``trainer.cl_algorithm`` may be replaced by any :class:`CLAlgorithm` instance before
+    :meth:`train`. ``model``/``tokenizer`` may be passed to skip loading
+    ``config.model_name_or_path``.
+
+    **What a GRPO algorithm may use** (``self._trainer`` after :meth:`CLAlgorithm.attach`, or
+    the ``trainer`` argument of the hooks); everything else is internal:
+
+    - ``domains``: the domain sequence; ``current_domain``; ``domain_index`` (0-based);
+    - ``global_step``: optimizer steps so far, over all domains;
+    - ``current_batch_size``: task groups of the step being composed (``augment_batch``);
+    - ``trajectory_buffer``: finished episodes per domain
+      (:class:`~tau2.continual_learning.grpo.trajectory_buffer.TrajectoryBuffer`: ``sample``,
+      ``size``, ``sizes``, ``records``);
+    - ``probe(domains, num_tasks)``: quick test scores of some domains now;
+    - ``latest_scores()``: the last accuracy-matrix row as ``{domain: score}``;
+    - ``tokenizer`` and ``model`` (for an ``extra_loss``); ``config`` (read only).
+    """
+
+    def __init__(
+        self,
+        config: GRPOConfig | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        cl_algorithm: CLAlgorithm | None = None,
+    ) -> None:
+        self.config = cfg = config if config is not None else GRPOConfig()
+        set_seed(cfg.seed)
+        if model is None:
+            model, loaded_tokenizer = load_model_and_tokenizer(cfg.model_name_or_path)
+            tokenizer = tokenizer or loaded_tokenizer
+        elif tokenizer is None:
+            raise ValueError("GRPOTrainer: pass tokenizer= together with model=")
+        if cfg.use_peft:
+            model = wrap_lora(
+                model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.process = PartialState()
+        self.trajectory_buffer = TrajectoryBuffer(
+            cfg.replay_buffer_size, cfg.buffer_insertion_policy, cfg.seed
+        )
+        self._cl_algorithm: CLAlgorithm | None = None
+        self.cl_algorithm = cl_algorithm if cl_algorithm is not None else build_cl_algorithm(cfg)
+        self.rollouts = Rollouts(cfg, model, tokenizer)
+        self.checkpointer = Checkpointer(self)
+        self.loss_guard = LossGuard(cfg.max_consecutive_nonfinite_losses)
+        self.baseline: list[float] = []
+        self.accuracy_matrix: list[list[float]] = []
+        self.score_intervals: list[list[dict[str, float | int]]] = []
+        """Per accuracy-matrix row, each domain's pass^1 with its 95% interval."""
+        self.log_rows: list[dict[str, Any]] = []
+        """TRL's log history of every finished domain, tagged with domain and global step."""
+        self.global_step = 0
+        self.domain_index = 0
+        self.current_domain = cfg.domains[0]
+        self.current_batch_size = cfg.batch_size_per_gpu
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.wall_time_s = 0.0
+        self.last_eval_episodes: dict[str, list[Episode]] = {}
+        """The latest evaluation's episodes per domain (for inspection and reports)."""
+        self._domain_start_step = 0
+        self._pending_optimizer_state: dict[str, Any] | None = None
+        self._resume_engine_checkpoint: str | None = None
+
+    # -- the plugin contract ------------------------------------------------------------------
+    @property
+    def domains(self) -> list[str]:
+        return list(self.config.domains)
+
+    @property
+    def cl_algorithm(self) -> CLAlgorithm:
+        assert self._cl_algorithm is not None
+        return self._cl_algorithm
+
+    @cl_algorithm.setter
+    def cl_algorithm(self, algorithm: CLAlgorithm) -> None:
+        if not isinstance(algorithm, CLAlgorithm):
+            raise TypeError(
+                f"cl_algorithm must be a CLAlgorithm instance, got {type(algorithm).__name__}"
+            )
+        algorithm.attach(self)
+        self._cl_algorithm = algorithm
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process.is_main_process
+
+    def tasks(self, domain: str, split: str) -> list[DomainTask]:
+        """Train or test tasks of ``domain`` as this run uses them."""
+        return self.rollouts.tasks(domain, split)
+
+    def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
+        """Quick scores on the first ``num_tasks`` test tasks of ``domains``."""
+        return {d: self.evaluate_domain(d, limit=num_tasks).mean for d in domains}
+
+    def latest_scores(self) -> dict[str, float]:
+        """The last accuracy-matrix row as ``{domain: score}``."""
+        if not self.accuracy_matrix:
+            return {}
+        return dict(zip(self.config.domains, self.accuracy_matrix[-1], strict=False))
+
+    @property
+    def nonfinite_losses(self) -> int:
+        """Updates skipped so far because their loss was NaN/inf."""
+        return self.loss_guard.skipped
+
+    def where(self) -> str:
+        """Where training is, for messages."""
+        return f"at step {self.global_step} on {self.current_domain!r}"
+
+    # -- the run --------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train through every domain; returns (and writes) the metrics."""
+        cfg = self.config
+        start = time.perf_counter()
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        if not self.baseline:
+            self.baseline = [s.mean for s in self.evaluate_all("baseline")]
+            logger.info(
+                "Baseline (untrained): %s", dict(zip(cfg.domains, self.baseline, strict=True))
+            )
+        for index in range(self.domain_index, len(cfg.domains)):
+            domain = self.current_domain = cfg.domains[index]
+            logger.info("=== Domain %d/%d: %s ===", index + 1, len(cfg.domains), domain)
+            if self._resume_engine_checkpoint is None:  # a mid-domain resume already ran it
+                self.cl_algorithm.pre_task_hook(self, domain)
+                self._domain_start_step = self.global_step
+            self._train_domain(domain)
+            scores = self.evaluate_all(f"eval after {domain}")
+            self.accuracy_matrix.append([s.mean for s in scores])
+            self.score_intervals.append([s.as_dict() for s in scores])
+            logger.info("Scores after %s: %s", domain, self.latest_scores())
+            self.cl_algorithm.post_task_hook(self, domain)
+            logger.info("\n%s", statistics_banner(domain, self.cl_algorithm.get_statistics()))
+            self.domain_index = index + 1
+            self.wall_time_s += time.perf_counter() - start
+            start = time.perf_counter()
+            self._write_rank_summary()
+            self.checkpointer.save_domain_end(final=self.domain_index == len(cfg.domains))
+            if self.is_main_process:
+                self.write_outputs()
+        return self.metrics()
+
+    def _train_domain(self, domain: str) -> None:
+        from datasets import Dataset
+
+        cfg = self.config
+        if cfg.reset_optimizer_between_domains and self._resume_engine_checkpoint is None:
+            self.optimizer = None
+            self._pending_optimizer_state = None
+        folder = self.checkpointer.domain_folder(self.domain_index, domain)
+        callback = StepCallback(self)
+        engine = Engine(
+            model=self.model,
+            reward_funcs=[tau2_reward],
+            args=cfg.engine_args(str(folder)),
+            train_dataset=Dataset.from_dict(
+                {"prompt": [t.key for t in self.tasks(domain, "train")]}
+            ),
+            processing_class=self.tokenizer,
+            rollout_func=self.rollout,
+            callbacks=[callback],
+            optimizers=(self.optimizer, None),
+            continual=self,
+        )
+        callback.engine = engine
+        if self._pending_optimizer_state is not None:
+            engine.create_optimizer()
+            engine.optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
+        resume, self._resume_engine_checkpoint = self._resume_engine_checkpoint, None
+        engine.train(resume_from_checkpoint=resume)
+        optimizer = engine.optimizer
+        self.optimizer = getattr(optimizer, "optimizer", optimizer)
+        self.log_rows += [
+            {"domain": domain, "global_step": self._domain_start_step + row.get("step", 0), **row}
+            for row in engine.state.log_history
+        ]
+
+    # -- one step's rollouts (TRL's rollout_func) ---------------------------------------------
+    def rollout(self, prompts: list[str], engine: Any = None) -> dict[str, list[Any]]:
+        """TRL ``rollout_func``: ``prompts`` are task keys, each repeated
+        ``num_samples_per_prompt`` times; returns TRL's token fields plus the tau2 rewards."""
+        cfg = self.config
+        group = cfg.num_samples_per_prompt
+        keys = list(dict.fromkeys(prompts[i] for i in range(0, len(prompts), group)))
+        by_key = {t.key: t for t in self.tasks(self.current_domain, "train")}
+        new_tasks = [by_key[k] for k in keys]
+        tasks = self.compose_batch(new_tasks)
+        seed = cfg.seed * 100_003 + self.global_step * 1_009 + self.process.process_index
+        episodes = self.rollouts.run(tasks, group, cfg.temperature, seed)
+        for episode in episodes:
+            if episode.task.domain == self.current_domain:
+                self.trajectory_buffer.add_episode(episode, step=self.global_step)
+        eos = self.tokenizer.eos_token_id
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids or [eos] for e in episodes],
+            "logprobs": [e.logprobs or [0.0] for e in episodes],
+            "env_mask": [e.env_mask or [0] for e in episodes],
+            REWARD_FIELD: [e.reward for e in episodes],
+        }
+
+    def compose_batch(self, new_tasks: list[DomainTask]) -> list[DomainTask]:
+        """The step's task groups from its new tasks and the algorithm's replay
+        (:func:`~tau2.continual_learning.grpo.batch.compose_batch`)."""
+        self.current_batch_size = len(new_tasks)
+        return compose_batch(self.cl_algorithm, new_tasks, self.current_domain)
+
+    def on_step_end(self) -> None:
+        self.global_step += 1
+        self.cl_algorithm.post_step_hook(self, self.current_domain)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate_domain(self, domain: str, limit: int | None = None) -> Score:
+        """pass^1 (with its 95% interval) on ``domain``'s test tasks (the first ``limit``)."""
+        tasks = self.tasks(domain, "test")[:limit] if limit else self.tasks(domain, "test")
+        episodes = self.rollouts.run(tasks, 1, self.config.eval_temperature, self.config.seed + 7)
+        if episodes:
+            self.last_eval_episodes[domain] = episodes
+        return pass_at_one(episodes)
+
+    def evaluate_all(self, desc: str) -> list[Score]:
+        """Scores of every domain of the sequence, in order."""
+        return [self.evaluate_domain(d) for d in tqdm(self.config.domains, desc=desc, leave=False)]
+
+    # -- results --------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """Everything ``metrics.json`` holds: matrix, ACC/BWT/FWT/forgetting, intervals, stats."""
+        cfg = self.config
+        metrics: dict[str, Any] = {
+            "domains": list(cfg.domains),
+            "baseline": list(self.baseline),
+            "accuracy_matrix": [list(r) for r in self.accuracy_matrix],
+            "score_intervals": [list(r) for r in self.score_intervals],
+        }
+        if self.accuracy_matrix:
+            cl = compute_cl_metrics(self.accuracy_matrix, self.baseline[: len(cfg.domains)] or None)
+            metrics.update({k: cl[k] for k in ("ACC", "BWT", "FWT", "forgetting")})
+            metrics["forgetting_per_domain"] = cl["forgetting_per_task"]
+        metrics.update(
+            {
+                "cl_algorithm": self.cl_algorithm.name,
+                "cl_statistics": self.cl_algorithm.get_statistics(),
+                "wall_time_s": self.wall_time_s,
+                "global_steps": self.global_step,
+                "nonfinite_losses": self.loss_guard.skipped,
+                "task_source": cfg.task_source,
+                "model_name_or_path": cfg.model_name_or_path,
+                "seed": cfg.seed,
+            }
+        )
+        return metrics
+
+    def _write_rank_summary(self) -> None:
+        """Under torchrun, every rank records what it ended with, so runs can be checked for
+        agreement (``rank_summaries/rank-N.json``: matrix, step, a checksum of the weights)."""
+        if self.process.num_processes < 2:
+            return
+        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+        rank = self.process.process_index
+        summary = {
+            "rank": rank,
+            "global_step": self.global_step,
+            "baseline": self.baseline,
+            "accuracy_matrix": self.accuracy_matrix,
+            "weights_checksum": checksum,
+        }
+        write_json_atomic(
+            Path(self.config.output_dir) / "rank_summaries" / f"rank-{rank}.json", summary
+        )
+
+    def write_outputs(self) -> None:
+        """metrics.json, training_log.csv and accuracy_matrix.png in ``output_dir``."""
+        out = Path(self.config.output_dir)
+        write_json_atomic(out / "metrics.json", self.metrics())
+        if self.log_rows:
+            write_rows_csv(out / "training_log.csv", self.log_rows)
+        if self.accuracy_matrix:
+            plot_accuracy_matrix(
+                self.accuracy_matrix,
+                self.config.domains,
+                out / "accuracy_matrix.png",
+                self.baseline,
+            )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def continual_state(self, mid_domain: bool) -> dict[str, Any]:
+        """Our part of a checkpoint (TRL's files hold the rest mid-domain)."""
+        return {
+            "domains": list(self.config.domains),
+            "domain_index": self.domain_index,
+            "mid_domain": mid_domain,
+            "global_step": self.global_step,
+            "domain_start_step": self._domain_start_step,
+            "baseline": self.baseline,
+            "accuracy_matrix": self.accuracy_matrix,
+            "score_intervals": self.score_intervals,
+            "log_rows": self.log_rows,
+            "nonfinite_losses": self.loss_guard.skipped,
+            "wall_time_s": self.wall_time_s,
+            "cl_algorithm": self.cl_algorithm.name,
+            "cl_state": self.cl_algorithm.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint (``<output_dir>/checkpoints``, its ``latest``, or one folder);
+        :meth:`train` then continues where the run stopped, mid-domain included."""
+        folder = self.checkpointer.resolve(path)
+        state = torch.load(folder / STATE_FILE, weights_only=False)
+        if state["domains"] != list(self.config.domains):
+            raise ValueError(
+                f"checkpoint {folder} is for domains {state['domains']}, config has {self.config.domains}"
+            )
+        for key in (
+            "domain_index",
+            "global_step",
+            "baseline",
+            "accuracy_matrix",
+            "score_intervals",
+            "log_rows",
+            "wall_time_s",
+        ):
+            setattr(self, key, state[key])
+        self._domain_start_step = state["domain_start_step"]
+        self.loss_guard.skipped = state["nonfinite_losses"]
+        self.cl_algorithm.load_state_dict(state["cl_state"])
+        self.trajectory_buffer = TrajectoryBuffer.load(self.checkpointer.buffer_path(folder))
+        set_rng_state(state["rng"])
+        if state["mid_domain"]:  # TRL restores model, optimizer, scheduler, its RNG and step
+            self._resume_engine_checkpoint = str(folder)
+        else:
+            load_weights(self.model, folder / "model")
+            optimizer_file = folder / OPTIMIZER_FILE
+            self._pending_optimizer_state = (
+                torch.load(optimizer_file, weights_only=False) if optimizer_file.is_file() else None
+            )
+        logger.info(
+            "Resumed from %s: domain %d, global step %d",
+            folder,
+            self.domain_index,
+            self.global_step,
+        )
