@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from tau2.continual_learning import load_model_and_tokenizer, load_tokenizer
-from tau2.continual_learning.config import GRPOConfig, bf16_supported
+from tau2.continual_learning.grpo.config import GRPOConfig, bf16_supported
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 

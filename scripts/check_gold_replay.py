@@ -1,5 +1,5 @@
 """Check that replaying every task's gold actions through the runner's tool path scores 1.0,
-and that empty episodes score what TAU2_GUIDE.md says (1.0 exactly on the trivial tasks).
+and that empty episodes score what docs/rollout.md says (1.0 exactly on the trivial tasks).
 
 The gold actions become ``<tool_call>`` turns of a scripted policy, so parsing,
 ``env.get_response``, trajectory building and tau2's evaluators are the production code.
@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tau2.continual_learning import load_tokenizer
 from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
-from tau2.continual_learning.rollout.replay import ScriptedPolicy, ScriptedUser, gold_script
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy, ScriptedUser, gold_script
 from tau2.continual_learning.rollout.scoring import Scorer
 
 logger = logging.getLogger("check_gold_replay")
