@@ -124,3 +124,52 @@ def compute_cl_metrics(
         "final_scores": final,
         "higher_is_better": higher_is_better,
     }
+
+
+CL_METRIC_NAMES = ("ACC", "BWT", "FWT", "forgetting")
+
+
+def bootstrap_cl_intervals(
+    rewards: Sequence[Sequence[Sequence[float]]],
+    baseline_rewards: Sequence[Sequence[float]] | None = None,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap intervals of ACC, BWT, FWT and forgetting over test tasks.
+
+    ``rewards[i][j]`` are the per-task rewards on domain ``j`` after training through domain
+    ``i`` (``baseline_rewards[j]`` untrained). Every row scores the same tasks of a domain, so
+    one resample of a domain's task indices is applied to all rows (a paired bootstrap: the
+    noise of which tasks happen to be in the test split is shared, as it is in the metrics).
+    A metric that is undefined (one domain; FWT without a baseline) gets ``None``.
+    """
+    import numpy as np
+
+    rows = [[np.asarray(cell, dtype=float) for cell in row] for row in rewards]
+    if not rows:
+        return dict.fromkeys(CL_METRIC_NAMES)
+    base = [np.asarray(b, dtype=float) for b in baseline_rewards] if baseline_rewards else None
+    sizes = [len(cell) for cell in rows[0]]
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {name: [] for name in CL_METRIC_NAMES}
+    for _ in range(num_resamples):
+        picks = [rng.integers(0, n, n) if n else np.zeros(0, dtype=int) for n in sizes]
+        matrix = [
+            [float(c[p].mean()) if len(p) else 0.0 for c, p in zip(r, picks, strict=True)]
+            for r in rows
+        ]
+        baseline = (
+            [float(b[p].mean()) if len(p) else 0.0 for b, p in zip(base, picks, strict=True)]
+            if base
+            else None
+        )
+        result = compute_cl_metrics(matrix, baseline)
+        for name in CL_METRIC_NAMES:
+            if result[name] is not None:
+                samples[name].append(result[name])
+    tail = (1.0 - level) / 2 * 100
+    return {
+        name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v else None
+        for name, v in samples.items()
+    }

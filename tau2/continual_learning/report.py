@@ -87,3 +87,135 @@ def plot_accuracy_matrix(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
+def plot_scores_over_training(metrics: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """The forgetting picture: each domain's score (with its 95% interval) before training and
+    after each domain of the sequence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = metrics["domains"]
+    stages = ["untrained", *[f"after {d}" for d in domains[: len(metrics["accuracy_matrix"])]]]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(stages), 3.6))
+    for j, domain in enumerate(domains):
+        means = [metrics["baseline"][j], *[row[j] for row in metrics["accuracy_matrix"]]]
+        cells = [row[j] for row in metrics.get("score_intervals", [])]
+        low = [means[0], *[c["low"] for c in cells]] if cells else means
+        high = [means[0], *[c["high"] for c in cells]] if cells else means
+        xs = list(range(len(means)))
+        ax.plot(xs, means, marker="o", label=domain)
+        ax.fill_between(xs, low, high, alpha=0.15)
+    ax.set_xticks(range(len(stages)), labels=stages)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("pass^1 (95% interval)")
+    ax.set_title("every domain's score after every domain")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training_signal(
+    step_stats: Sequence[dict[str, Any]], path: str | os.PathLike[str]
+) -> None:
+    """Per optimizer step: mean training reward and the share of informative GRPO groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 4.6), sharex=True)
+    for domain in dict.fromkeys(s["domain"] for s in step_stats):
+        rows = [s for s in step_stats if s["domain"] == domain]
+        steps = [s["global_step"] + 1 for s in rows]
+        axes[0].plot(steps, [s["reward_mean"] for s in rows], marker="o", label=domain)
+        axes[1].plot(steps, [s["informative_share"] for s in rows], marker="o", label=domain)
+    axes[0].set_ylabel("mean reward")
+    axes[1].set_ylabel("informative groups")
+    axes[1].set_xlabel("optimizer step")
+    for ax in axes:
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(value: Any, interval: Any = None) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:+.3f}" if isinstance(value, float) and value < 0 else f"{value:.3f}"
+    if interval:
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def write_run_report(metrics: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
+    """``report.md`` with the pictures people look at first: the accuracy matrix heatmap, the
+    forgetting picture, the training signal per step, the CL metrics with 95% bootstrap
+    intervals, wall time and peak memory. Figures go next to it."""
+    out = Path(output_dir)
+    domains = metrics["domains"]
+    plot_accuracy_matrix(
+        metrics["accuracy_matrix"], domains, out / "accuracy_matrix.png", metrics["baseline"]
+    )
+    plot_scores_over_training(metrics, out / "scores_over_training.png")
+    lines = [
+        f"# Continual run: {' -> '.join(domains)}",
+        "",
+        f"Algorithm `{metrics.get('cl_algorithm')}`, model `{metrics.get('model_name_or_path')}`, "
+        f"task source `{metrics.get('task_source')}`, seed {metrics.get('seed')}; "
+        f"{metrics.get('global_steps')} optimizer steps, wall time {metrics.get('wall_time_s', 0.0):.0f} s, "
+        f"peak RSS {metrics.get('peak_rss_mb', 0.0):.0f} MB.",
+        "",
+        "| metric | value [95% interval] |",
+        "|---|---|",
+    ]
+    intervals = metrics.get("intervals") or {}
+    for name in ("ACC", "BWT", "FWT", "forgetting"):
+        lines.append(f"| {name} | {_fmt(metrics.get(name), intervals.get(name))} |")
+    header = "| after \\ on | " + " | ".join(domains) + " |"
+    lines += [
+        "",
+        "Accuracy matrix (pass^1, 95% Wilson interval):",
+        "",
+        header,
+        "|---" * (len(domains) + 1) + "|",
+    ]
+    lines.append("| untrained | " + " | ".join(f"{b:.3f}" for b in metrics["baseline"]) + " |")
+    cells = metrics.get("score_intervals") or [[None] * len(r) for r in metrics["accuracy_matrix"]]
+    for domain, row, row_cells in zip(domains, metrics["accuracy_matrix"], cells, strict=False):
+        shown = [
+            _fmt(v, (c["low"], c["high"]) if c else None)
+            for v, c in zip(row, row_cells, strict=True)
+        ]
+        lines.append(f"| {domain} | " + " | ".join(shown) + " |")
+    lines += [
+        "",
+        "![accuracy matrix](accuracy_matrix.png)",
+        "",
+        "![scores over training](scores_over_training.png)",
+    ]
+    if metrics.get("step_stats"):
+        plot_training_signal(metrics["step_stats"], out / "training_signal.png")
+        lines += [
+            "",
+            "Training reward and informative-group share per step:",
+            "",
+            "![training signal](training_signal.png)",
+        ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

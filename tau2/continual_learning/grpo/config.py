@@ -2,9 +2,9 @@
 
 Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, vLLM, logging,
 ``report_to`` ...) is available unchanged. On top of it this class describes the domain
-sequence, the task source, the CL algorithm and replay, the rollout limits, the user simulator and
-LoRA. Invalid values fail at construction with a message that names the field, the value and what
-is allowed.
+sequence, the task source, the CL algorithm and replay, the supervised warm start, the rollout
+limits, the user simulator and LoRA. Invalid values fail at construction with a message that
+names the field, the value and what is allowed.
 
 Batch shape and TRL's derived fields. Each optimizer step trains on one *generation*: per device,
 ``batch_size_per_gpu x gradient_accumulation_steps`` task groups of ``num_samples_per_prompt``
@@ -28,6 +28,7 @@ YAML and the command line. TRL's engine, whose trainer loop counts micro-batches
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +157,23 @@ class GRPOConfig(trl.GRPOConfig):
     )
     max_consecutive_nonfinite_losses: int = field(
         default=3, metadata={"help": "Stop after this many NaN/inf losses in a row."}
+    )
+    # -- supervised warm start (grpo/warm_start.py) -----------------------------------------
+    warm_start_demos_per_domain: int = field(
+        default=0,
+        metadata={
+            "help": "Gold demonstrations (train tasks' gold actions, scored 1.0) trained on with "
+            "supervised steps before each domain's GRPO steps; 0 = no warm start."
+        },
+    )
+    warm_start_epochs: int = field(
+        default=1, metadata={"help": "Warm start: passes over the demonstrations."}
+    )
+    warm_start_learning_rate: float = field(
+        default=5e-5, metadata={"help": "Warm start: AdamW learning rate (constant)."}
+    )
+    warm_start_batch_size: int = field(
+        default=1, metadata={"help": "Warm start: demonstrations per optimizer step."}
     )
     # -- batch shape ------------------------------------------------------------------------
     batch_size_per_gpu: int = field(
@@ -341,6 +359,7 @@ class GRPOConfig(trl.GRPOConfig):
             self.buffer_insertion_policy,
             f"one of {sorted(POLICIES)}",
         )
+        self._check_warm_start()
         _check(
             self.batch_size_per_gpu >= 1,
             "batch_size_per_gpu",
@@ -417,6 +436,38 @@ class GRPOConfig(trl.GRPOConfig):
         )
         _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")
+
+    def _check_warm_start(self) -> None:
+        def integer(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        _check(
+            integer(self.warm_start_demos_per_domain) and self.warm_start_demos_per_domain >= 0,
+            "warm_start_demos_per_domain",
+            self.warm_start_demos_per_domain,
+            "an integer >= 0 (0 = no warm start)",
+        )
+        _check(
+            integer(self.warm_start_epochs) and self.warm_start_epochs >= 1,
+            "warm_start_epochs",
+            self.warm_start_epochs,
+            "an integer >= 1",
+        )
+        _check(
+            isinstance(self.warm_start_learning_rate, (int, float))
+            and not isinstance(self.warm_start_learning_rate, bool)
+            and math.isfinite(self.warm_start_learning_rate)
+            and self.warm_start_learning_rate > 0,
+            "warm_start_learning_rate",
+            self.warm_start_learning_rate,
+            "a finite number > 0",
+        )
+        _check(
+            integer(self.warm_start_batch_size) and self.warm_start_batch_size >= 1,
+            "warm_start_batch_size",
+            self.warm_start_batch_size,
+            "an integer >= 1",
+        )
 
     def _check_algorithm_parameters(self) -> None:
         """The flat replay fields, checked with the algorithms' own rules whichever algorithm

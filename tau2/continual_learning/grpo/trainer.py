@@ -3,7 +3,9 @@
 The domain loop, top to bottom (:meth:`GRPOTrainer.train`):
 
 1. before the first domain, the untrained model is scored on every domain (the FWT baseline);
-2. for each domain: ``cl_algorithm.pre_task_hook``, then ``max_steps_per_domain`` GRPO steps
+2. for each domain: ``cl_algorithm.pre_task_hook``, the supervised warm start on gold
+   demonstrations when ``warm_start_demos_per_domain > 0``
+   (:mod:`~tau2.continual_learning.grpo.warm_start`), then ``max_steps_per_domain`` GRPO steps
    run by TRL's engine (:mod:`~tau2.continual_learning.grpo.engine`). Each step's rollouts enter
    through TRL's ``rollout_func`` (:meth:`GRPOTrainer.rollout`): the step's new tasks and the
    algorithm's replayed ones (:func:`~tau2.continual_learning.grpo.batch.compose_batch`) get
@@ -48,16 +50,18 @@ from tau2.continual_learning.grpo.engine import (
     StepCallback,
     tau2_reward,
 )
-from tau2.continual_learning.grpo.evaluation import Score, pass_at_one
+from tau2.continual_learning.grpo.evaluation import Score, pass_at_one, step_statistics
 from tau2.continual_learning.grpo.rollouts import Rollouts
 from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
-from tau2.continual_learning.metrics import compute_cl_metrics
+from tau2.continual_learning.grpo.warm_start import WarmStart
+from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
 from tau2.continual_learning.model_loading import load_model_and_tokenizer, wrap_lora
 from tau2.continual_learning.report import (
-    plot_accuracy_matrix,
+    peak_rss_mb,
     statistics_banner,
     write_json_atomic,
     write_rows_csv,
+    write_run_report,
 )
 from tau2.continual_learning.rollout import DomainTask, Episode
 
@@ -121,12 +125,20 @@ class GRPOTrainer:
         self._cl_algorithm: CLAlgorithm | None = None
         self.cl_algorithm = cl_algorithm if cl_algorithm is not None else build_cl_algorithm(cfg)
         self.rollouts = Rollouts(cfg, model, tokenizer)
+        self.warm_start = WarmStart(cfg, tokenizer)
+        self.warm_start_stats: dict[str, dict[str, Any]] = {}
+        """Per domain, what its warm start did (demos, replayed demos, tokens, loss, seconds)."""
         self.checkpointer = Checkpointer(self)
         self.loss_guard = LossGuard(cfg.max_consecutive_nonfinite_losses)
         self.baseline: list[float] = []
         self.accuracy_matrix: list[list[float]] = []
         self.score_intervals: list[list[dict[str, float | int]]] = []
         """Per accuracy-matrix row, each domain's pass^1 with its 95% interval."""
+        self.baseline_rewards: list[list[float]] = []
+        self.eval_rewards: list[list[list[float]]] = []
+        """Per row and domain, each test task's reward (bootstrap intervals of ACC etc.)."""
+        self.step_stats: list[dict[str, Any]] = []
+        """Per optimizer step: domain, global step, mean reward, informative-group share."""
         self.log_rows: list[dict[str, Any]] = []
         """TRL's log history of every finished domain, tagged with domain and global step."""
         self.global_step = 0
@@ -194,7 +206,9 @@ class GRPOTrainer:
         start = time.perf_counter()
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         if not self.baseline:
-            self.baseline = [s.mean for s in self.evaluate_all("baseline")]
+            scores = self.evaluate_all("baseline")
+            self.baseline = [s.mean for s in scores]
+            self.baseline_rewards = [list(s.rewards) for s in scores]
             logger.info(
                 "Baseline (untrained): %s", dict(zip(cfg.domains, self.baseline, strict=True))
             )
@@ -204,10 +218,13 @@ class GRPOTrainer:
             if self._resume_engine_checkpoint is None:  # a mid-domain resume already ran it
                 self.cl_algorithm.pre_task_hook(self, domain)
                 self._domain_start_step = self.global_step
+                if self.warm_start.enabled:
+                    self._warm_start(domain)
             self._train_domain(domain)
             scores = self.evaluate_all(f"eval after {domain}")
             self.accuracy_matrix.append([s.mean for s in scores])
             self.score_intervals.append([s.as_dict() for s in scores])
+            self.eval_rewards.append([list(s.rewards) for s in scores])
             logger.info("Scores after %s: %s", domain, self.latest_scores())
             self.cl_algorithm.post_task_hook(self, domain)
             logger.info("\n%s", statistics_banner(domain, self.cl_algorithm.get_statistics()))
@@ -219,6 +236,21 @@ class GRPOTrainer:
             if self.is_main_process:
                 self.write_outputs()
         return self.metrics()
+
+    def _warm_start(self, domain: str) -> None:
+        """Supervised steps on ``domain``'s gold demonstrations (plus replayed ones)."""
+        stats, rows = self.warm_start.run(
+            self.model,
+            domain,
+            self.domain_index,
+            lambda d: self.tasks(d, "train"),
+            self.cl_algorithm,
+        )
+        self.warm_start_stats[domain] = stats
+        self.log_rows += [
+            {"domain": domain, "global_step": self.global_step, "phase": "warm_start", **row}
+            for row in rows
+        ]
 
     def _train_domain(self, domain: str) -> None:
         from datasets import Dataset
@@ -271,6 +303,9 @@ class GRPOTrainer:
         for episode in episodes:
             if episode.task.domain == self.current_domain:
                 self.trajectory_buffer.add_episode(episode, step=self.global_step)
+        self.step_stats.append(
+            step_statistics(episodes, group, self.current_domain, self.global_step)
+        )
         eos = self.tokenizer.eos_token_id
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
@@ -317,13 +352,19 @@ class GRPOTrainer:
             cl = compute_cl_metrics(self.accuracy_matrix, self.baseline[: len(cfg.domains)] or None)
             metrics.update({k: cl[k] for k in ("ACC", "BWT", "FWT", "forgetting")})
             metrics["forgetting_per_domain"] = cl["forgetting_per_task"]
+            metrics["intervals"] = bootstrap_cl_intervals(
+                self.eval_rewards, self.baseline_rewards or None, seed=cfg.seed
+            )
         metrics.update(
             {
                 "cl_algorithm": self.cl_algorithm.name,
                 "cl_statistics": self.cl_algorithm.get_statistics(),
                 "wall_time_s": self.wall_time_s,
+                "peak_rss_mb": peak_rss_mb(),
+                "step_stats": list(self.step_stats),
                 "global_steps": self.global_step,
                 "nonfinite_losses": self.loss_guard.skipped,
+                "warm_start": dict(self.warm_start_stats),
                 "task_source": cfg.task_source,
                 "model_name_or_path": cfg.model_name_or_path,
                 "seed": cfg.seed,
@@ -350,18 +391,14 @@ class GRPOTrainer:
         )
 
     def write_outputs(self) -> None:
-        """metrics.json, training_log.csv and accuracy_matrix.png in ``output_dir``."""
+        """metrics.json, training_log.csv and the run report (report.md and its figures)."""
         out = Path(self.config.output_dir)
-        write_json_atomic(out / "metrics.json", self.metrics())
+        metrics = self.metrics()
+        write_json_atomic(out / "metrics.json", metrics)
         if self.log_rows:
             write_rows_csv(out / "training_log.csv", self.log_rows)
         if self.accuracy_matrix:
-            plot_accuracy_matrix(
-                self.accuracy_matrix,
-                self.config.domains,
-                out / "accuracy_matrix.png",
-                self.baseline,
-            )
+            write_run_report(metrics, out)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def continual_state(self, mid_domain: bool) -> dict[str, Any]:
@@ -375,7 +412,11 @@ class GRPOTrainer:
             "baseline": self.baseline,
             "accuracy_matrix": self.accuracy_matrix,
             "score_intervals": self.score_intervals,
+            "baseline_rewards": self.baseline_rewards,
+            "eval_rewards": self.eval_rewards,
+            "step_stats": self.step_stats,
             "log_rows": self.log_rows,
+            "warm_start": self.warm_start_stats,
             "nonfinite_losses": self.loss_guard.skipped,
             "wall_time_s": self.wall_time_s,
             "cl_algorithm": self.cl_algorithm.name,
@@ -398,11 +439,15 @@ class GRPOTrainer:
             "baseline",
             "accuracy_matrix",
             "score_intervals",
+            "baseline_rewards",
+            "eval_rewards",
+            "step_stats",
             "log_rows",
             "wall_time_s",
         ):
             setattr(self, key, state[key])
         self._domain_start_step = state["domain_start_step"]
+        self.warm_start_stats = state.get("warm_start", {})
         self.loss_guard.skipped = state["nonfinite_losses"]
         self.cl_algorithm.load_state_dict(state["cl_state"])
         self.trajectory_buffer = TrajectoryBuffer.load(self.checkpointer.buffer_path(folder))

@@ -1,0 +1,56 @@
+"""The run report: report.md with the figures, CL metrics with bootstrap intervals, step signal."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.grpo.evaluation import pass_at_one, step_statistics
+from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
+
+
+def test_a_run_writes_its_report_with_figures_and_intervals(
+    tmp_path, tokenizer, tiny_model, tiny_run
+):
+    config = GRPOConfig(output_dir=str(tmp_path), max_steps_per_domain=1, **tiny_run)
+    metrics = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer).train()
+    report = (tmp_path / "report.md").read_text()
+    for figure in ("accuracy_matrix.png", "scores_over_training.png", "training_signal.png"):
+        assert (tmp_path / figure).stat().st_size > 1000
+        assert f"]({figure})" in report
+    assert "| ACC |" in report and "| forgetting |" in report and "peak RSS" in report
+    low, high = metrics["intervals"]["ACC"]
+    assert low <= metrics["ACC"] <= high
+    assert [s["domain"] for s in metrics["step_stats"]] == ["retail", "telecom"]
+    for stats in metrics["step_stats"]:
+        assert stats["groups"] == 2 and 0.0 <= stats["informative_share"] <= 1.0
+    assert metrics["peak_rss_mb"] > 100
+    assert json.loads((tmp_path / "metrics.json").read_text())["intervals"]["ACC"] == [low, high]
+
+
+def test_informative_groups_are_those_with_unequal_rewards():
+    episodes = [SimpleNamespace(reward=r) for r in (0, 0, 1, 0, 1, 1)]
+    stats = step_statistics(episodes, 2, "airline", 4)
+    assert stats["groups"] == 3 and stats["informative_groups"] == 1
+    assert abs(stats["informative_share"] - 1 / 3) < 1e-12 and stats["reward_mean"] == 0.5
+
+
+def test_wilson_interval_is_informative_at_zero_and_one():
+    zero = pass_at_one([SimpleNamespace(reward=0.0)] * 32)
+    one = pass_at_one([SimpleNamespace(reward=1.0)] * 32)
+    assert zero.mean == 0.0 and zero.low == 0.0 and 0.05 < zero.high < 0.15
+    assert one.mean == 1.0 and one.high == 1.0 and 0.85 < one.low < 0.95
+
+
+def test_bootstrap_intervals_contain_the_estimates_and_collapse_without_noise():
+    rewards = [[[1, 1, 0, 1], [0, 0, 1, 0]], [[1, 0, 0, 0], [1, 1, 1, 0]]]
+    baseline = [[0, 0, 0, 1], [0, 1, 0, 0]]
+    intervals = bootstrap_cl_intervals(rewards, baseline, num_resamples=300, seed=1)
+    matrix = [[sum(c) / len(c) for c in row] for row in rewards]
+    point = compute_cl_metrics(matrix, [sum(b) / len(b) for b in baseline])
+    for name in ("ACC", "BWT", "FWT", "forgetting"):
+        low, high = intervals[name]
+        assert low <= point[name] <= high and high > low, name
+    constant = bootstrap_cl_intervals([[[1, 1]], [[1, 1]]][:1], None, num_resamples=50)
+    assert constant["ACC"] == (1.0, 1.0) and constant["BWT"] is None and constant["FWT"] is None
