@@ -175,6 +175,20 @@ class GRPOConfig(trl.GRPOConfig):
     warm_start_batch_size: int = field(
         default=1, metadata={"help": "Warm start: demonstrations per optimizer step."}
     )
+    dynamic_sampling_max_extra_groups: int = field(
+        default=0,
+        metadata={
+            "help": "Dynamic sampling: zero-variance groups of new tasks are replaced by fresh "
+            "groups, at most this many extra groups per step (0 = off)."
+        },
+    )
+    guided_groups: bool = field(
+        default=False,
+        metadata={
+            "help": "Guided groups: in an all-fail group the last member is replaced by a known "
+            "success of the task (stored, else its gold demonstration; off-policy)."
+        },
+    )
     # -- batch shape ------------------------------------------------------------------------
     batch_size_per_gpu: int = field(
         default=2, metadata={"help": "Task groups per process per step."}
@@ -467,6 +481,13 @@ class GRPOConfig(trl.GRPOConfig):
             "warm_start_batch_size",
             self.warm_start_batch_size,
             "an integer >= 1",
+        )
+        _check(
+            integer(self.dynamic_sampling_max_extra_groups)
+            and self.dynamic_sampling_max_extra_groups >= 0,
+            "dynamic_sampling_max_extra_groups",
+            self.dynamic_sampling_max_extra_groups,
+            "an integer >= 0 (0 = off)",
         )
 
     def _check_algorithm_parameters(self) -> None:

@@ -21,6 +21,7 @@ One optimizer (and its state) is kept across domains unless
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,14 @@ from tau2.continual_learning.grpo.engine import (
     tau2_reward,
 )
 from tau2.continual_learning.grpo.evaluation import Score, pass_at_one, step_statistics
+from tau2.continual_learning.grpo.learning_signal import (
+    RefillResult,
+    guide_failed_groups,
+    refill_uninformative,
+)
 from tau2.continual_learning.grpo.rollouts import Rollouts
 from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
-from tau2.continual_learning.grpo.warm_start import WarmStart
+from tau2.continual_learning.grpo.warm_start import WarmStart, gold_demonstrations
 from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
 from tau2.continual_learning.model_loading import load_model_and_tokenizer, wrap_lora
 from tau2.continual_learning.report import (
@@ -150,6 +156,7 @@ class GRPOTrainer:
         self.last_eval_episodes: dict[str, list[Episode]] = {}
         """The latest evaluation's episodes per domain (for inspection and reports)."""
         self._domain_start_step = 0
+        self._gold: dict[str, Episode | None] = {}
         self._pending_optimizer_state: dict[str, Any] | None = None
         self._resume_engine_checkpoint: str | None = None
 
@@ -300,12 +307,25 @@ class GRPOTrainer:
         tasks = self.compose_batch(new_tasks)
         seed = cfg.seed * 100_003 + self.global_step * 1_009 + self.process.process_index
         episodes = self.rollouts.run(tasks, group, cfg.temperature, seed)
-        for episode in episodes:
+        groups = [episodes[i : i + group] for i in range(0, len(episodes), group)]
+        stats = step_statistics(episodes, group, self.current_domain, self.global_step)
+        stats["informative_share_sampled"] = stats["informative_share"]
+        if cfg.dynamic_sampling_max_extra_groups:
+            refill = self._refill(groups, tasks, new_tasks, seed)
+            groups = refill.groups
+            stats.update(extra_groups=refill.extra_groups, replaced_groups=refill.replaced)
+        for episode in (e for g in groups for e in g):
             if episode.task.domain == self.current_domain:
                 self.trajectory_buffer.add_episode(episode, step=self.global_step)
-        self.step_stats.append(
-            step_statistics(episodes, group, self.current_domain, self.global_step)
+        if cfg.guided_groups:
+            groups, stats["guided_groups"] = guide_failed_groups(groups, self._known_success)
+        episodes = [e for g in groups for e in g]
+        trained = step_statistics(episodes, group, self.current_domain, self.global_step)
+        stats.update(
+            reward_mean=trained["reward_mean"], informative_share=trained["informative_share"]
         )
+        stats["informative_groups"] = trained["informative_groups"]
+        self.step_stats.append(stats)
         eos = self.tokenizer.eos_token_id
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
@@ -314,6 +334,55 @@ class GRPOTrainer:
             "env_mask": [e.env_mask or [0] for e in episodes],
             REWARD_FIELD: [e.reward for e in episodes],
         }
+
+    def _refill(
+        self, groups: list[list[Episode]], tasks: list[DomainTask], new: list[DomainTask], seed: int
+    ) -> RefillResult:
+        """Dynamic sampling: zero-variance groups of the step's new tasks replaced by fresh
+        groups of the domain's other train tasks (seeded order), within the step's budget."""
+        cfg = self.config
+        new_keys = {t.key for t in new}
+        in_batch = {t.key for t in tasks}
+        pool = [t for t in self.tasks(self.current_domain, "train") if t.key not in in_batch]
+        random.Random(seed).shuffle(pool)
+        calls = iter(range(1, 1 << 30))
+
+        def sample_groups(n: int) -> list[list[Episode]]:
+            chosen, pool[:] = pool[:n], pool[n:]
+            if not chosen:
+                return []
+            size = cfg.num_samples_per_prompt
+            fresh = self.rollouts.run(chosen, size, cfg.temperature, seed + 7_919 * next(calls))
+            return [fresh[i : i + size] for i in range(0, len(fresh), size)]
+
+        replaceable = [t.key in new_keys for t in tasks]
+        return refill_uninformative(
+            groups, replaceable, sample_groups, cfg.dynamic_sampling_max_extra_groups
+        )
+
+    def _known_success(self, group: list[Episode]) -> Any | None:
+        """A success of the group's task: the latest stored one, else its gold demonstration."""
+        task = group[0].task
+        stored = [
+            r
+            for r in self.trajectory_buffer.records(task.domain)
+            if r.reward == 1.0 and r.task.key == task.key and r.completion_ids
+        ]
+        if stored:
+            return max(stored, key=lambda r: r.order)
+        if task.key not in self._gold:
+            demos = gold_demonstrations(
+                [task],
+                self.tokenizer,
+                max_context_tokens=self.config.max_context_tokens,
+                **(
+                    {"assistant_prefix": self.config.assistant_prefix}
+                    if self.config.assistant_prefix is not None
+                    else {}
+                ),
+            )
+            self._gold[task.key] = demos.episodes[0] if demos.episodes else None
+        return self._gold[task.key]
 
     def compose_batch(self, new_tasks: list[DomainTask]) -> list[DomainTask]:
         """The step's task groups from its new tasks and the algorithm's replay
