@@ -125,3 +125,11 @@ def test_code_and_docs_refer_only_to_files_in_the_repository(path):
     assert not re.search(r"\bseed 00\d\b", text), f"{path} names a seed document"
     for ref in re.findall(r"\b(docs/[\w./-]+\.md)\b", text):
         assert (REPO / ref).is_file(), f"{path} links {ref}, which does not exist"
+
+
+def test_tiered_storage_stands_alone():
+    graph = import_graph()
+    tiered = [m for m in graph if m.startswith(f"{PREFIX}.tiered")]
+    assert f"{PREFIX}.tiered.lake" in tiered
+    for module in tiered:
+        assert all(t.startswith(f"{PREFIX}.tiered") for t in graph[module]), module
