@@ -25,9 +25,15 @@ def test_defaults_describe_the_default_cpu_job(tmp_path):
 
 
 def test_seed_example_configs_construct():
-    GRPOConfig(cl_algorithm="replay", replay_ratio=0.3, replay_buffer_size=1000)
-    GRPOConfig(cl_algorithm="adaptive_replay", replay_ratio=0.2)
-    GRPOConfig(replay_buffer_size=500)
+    from tau2.continual_learning.grpo.trainer import build_cl_algorithm
+
+    replay = build_cl_algorithm(
+        GRPOConfig(cl_algorithm="replay", replay_ratio=0.3, replay_buffer_size=1000)
+    )
+    assert type(replay).__name__ == "ReplayCL" and replay.replay_ratio == 0.3
+    adaptive = build_cl_algorithm(GRPOConfig(cl_algorithm="adaptive_replay", replay_ratio=0.2))
+    assert adaptive.initial_replay_ratio == 0.2 and adaptive.probe_tasks == 4
+    assert GRPOConfig(replay_buffer_size=500).replay_buffer_size == 500
 
 
 @pytest.mark.parametrize(
