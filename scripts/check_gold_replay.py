@@ -20,25 +20,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tau2.continual_learning import load_tokenizer
 from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
-from tau2.continual_learning.rollout.scripted import ScriptedPolicy, ScriptedUser, gold_script
 from tau2.continual_learning.rollout.scoring import Scorer
+from tau2.continual_learning.rollout.scripted import (
+    ScriptedPolicy,
+    ScriptedUser,
+    gold_script,
+    unique_anchor_batches,
+)
 
 logger = logging.getLogger("check_gold_replay")
-
-
-def unique_anchor_batches(tasks: list) -> list[list]:
-    """Batches in which no two solo tasks share a ticket (the scripted policy tells
-    episodes apart by it; some telecom tasks differ only in persona)."""
-    batches: list[tuple[set, list]] = []
-    for task in tasks:
-        anchor = task.task.ticket if task.solo else task.key
-        target = next((b for b in batches if anchor not in b[0]), None)
-        if target is None:
-            target = (set(), [])
-            batches.append(target)
-        target[0].add(anchor)
-        target[1].append(task)
-    return [b[1] for b in batches]
 
 
 def check_gold(tokenizer, tasks: list, workers: int) -> list[str]:

@@ -270,6 +270,13 @@ class GRPOConfig(trl.GRPOConfig):
         return self.batch_size_per_gpu * self.num_samples_per_prompt
 
     @property
+    def agent_turn_prefix(self) -> str:
+        """``assistant_prefix``, or the engine's default (the tool-call opening) when unset."""
+        from tau2.continual_learning.rollout import CALL_PREFIX
+
+        return self.assistant_prefix if self.assistant_prefix is not None else CALL_PREFIX
+
+    @property
     def episodes_per_step(self) -> int:
         """Episodes each device rolls out (in one ``rollout_func`` call) and trains on per
         optimizer step: ``group_batch_size x gradient_accumulation_steps``."""

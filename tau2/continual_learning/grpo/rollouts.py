@@ -57,9 +57,6 @@ class Rollouts:
         cfg = self.config
         device_type = next(self.model.parameters()).device.type
         autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(cfg.bf16))
-        extra = (
-            {"assistant_prefix": cfg.assistant_prefix} if cfg.assistant_prefix is not None else {}
-        )
         runner = EpisodeRunner(
             self.policy,
             user=self.user,
@@ -69,7 +66,7 @@ class Rollouts:
             temperature=temperature,
             scoring_workers=0,
             seed=seed,
-            **extra,
+            assistant_prefix=cfg.agent_turn_prefix,
         )
         with autocast, runner:
             return runner.run(tasks, num_generations=num_generations)

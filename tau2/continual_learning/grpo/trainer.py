@@ -375,11 +375,7 @@ class GRPOTrainer:
                 [task],
                 self.tokenizer,
                 max_context_tokens=self.config.max_context_tokens,
-                **(
-                    {"assistant_prefix": self.config.assistant_prefix}
-                    if self.config.assistant_prefix is not None
-                    else {}
-                ),
+                assistant_prefix=self.config.agent_turn_prefix,
             )
             self._gold[task.key] = demos.episodes[0] if demos.episodes else None
         return self._gold[task.key]

@@ -56,6 +56,7 @@ from tau2.continual_learning.rollout.scripted import (
     ScriptedUser,
     gold_script,
     gold_turns,
+    unique_anchor_batches,
 )
 
 if TYPE_CHECKING:
@@ -97,21 +98,6 @@ class DemonstrationSet:
         return len(self.failed) + len(self.too_long)
 
 
-def _unique_anchor_batches(tasks: Sequence[DomainTask]) -> list[list[DomainTask]]:
-    """Batches in which no two tasks share an anchor (ticket or key): :func:`gold_script` tells
-    episodes apart by it."""
-    batches: list[tuple[set[str], list[DomainTask]]] = []
-    for task in tasks:
-        anchor = (task.task.ticket or "") if task.solo else task.key
-        target = next((b for b in batches if anchor not in b[0]), None)
-        if target is None:
-            target = (set(), [])
-            batches.append(target)
-        target[0].add(anchor)
-        target[1].append(task)
-    return [b[1] for b in batches]
-
-
 def gold_demonstrations(
     tasks: Sequence[DomainTask],
     tokenizer: PreTrainedTokenizerBase,
@@ -124,7 +110,7 @@ def gold_demonstrations(
     episodes: list[Episode] = []
     failed: list[str] = []
     too_long: list[str] = []
-    for batch in _unique_anchor_batches(tasks):
+    for batch in unique_anchor_batches(tasks):
         policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=assistant_prefix)
         runner = EpisodeRunner(
             policy,
@@ -346,7 +332,7 @@ class WarmStart:
             chosen = list(tasks)
             random.Random(self._seed(index, 1)).shuffle(chosen)
             chosen = chosen[: cfg.warm_start_demos_per_domain]
-            prefix = cfg.assistant_prefix if cfg.assistant_prefix is not None else CALL_PREFIX
+            prefix = cfg.agent_turn_prefix
             with _global_rng_preserved():  # built now or later (a resume): same RNG afterwards
                 demos = gold_demonstrations(
                     chosen, tok, max_context_tokens=cfg.max_context_tokens, assistant_prefix=prefix

@@ -9,7 +9,7 @@ production code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tau2.data_model.message import UserMessage
@@ -121,3 +121,18 @@ def gold_script(
         raise KeyError("context matches no scripted task")
 
     return script
+
+
+def unique_anchor_batches(tasks: Sequence[DomainTask]) -> list[list[DomainTask]]:
+    """Batches in which no two tasks share an anchor (ticket or key): :func:`gold_script` tells
+    episodes apart by it."""
+    batches: list[tuple[set[str], list[DomainTask]]] = []
+    for task in tasks:
+        anchor = (task.task.ticket or "") if task.solo else task.key
+        target = next((b for b in batches if anchor not in b[0]), None)
+        if target is None:
+            target = (set(), [])
+            batches.append(target)
+        target[0].add(anchor)
+        target[1].append(task)
+    return [b[1] for b in batches]
