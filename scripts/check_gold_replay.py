@@ -55,7 +55,11 @@ def check_empty(tasks: list, workers: int) -> list[str]:
     with Scorer(workers) as scorer:
         futures = [
             scorer.submit(
-                t.domain, t.task, [], "agent_stop" if t.solo else "user_stop", t.env_solo_mode
+                t.environment_domain,
+                t.task,
+                [],
+                "agent_stop" if t.solo else "user_stop",
+                t.env_solo_mode,
             )
             for t in tasks
         ]

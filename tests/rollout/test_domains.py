@@ -13,7 +13,10 @@ from tau2.continual_learning.rollout.tasks.tau2_official import TRIVIAL_TASK_IDS
 
 
 def test_available_domains():
-    assert available_domains() == ["airline", "retail", "telecom", "mock"]
+    assert available_domains() == [
+        *("airline", "retail", "telecom", "mock"),
+        *("airline_v2", "retail_v2", "telecom_v2"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -62,7 +65,7 @@ def test_trivial_flags_match_the_guide():
         (lambda: get_task("airline/999"), "valid ids: 0, 1, 2"),
         (
             lambda: load_tasks("mock", "train", task_source="skills"),
-            "skill domains: airline, retail, telecom",
+            "no domain 'mock'; its domains: airline, retail, telecom, airline_v2",
         ),
         (lambda: load_tasks("retail", "base", task_source="skills"), "valid splits: train, test"),
     ],

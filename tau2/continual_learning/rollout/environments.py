@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tau2.continual_learning import hygiene
-from tau2.continual_learning.rollout.domain_task import check_domain
+from tau2.continual_learning.rollout.domain_task import DOMAINS, check_domain
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, PSEUDO_TOOL_SCHEMAS, RESPOND_TOOL
 
 hygiene.configure_tau2_environment()
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 
 def environment_module(domain: str) -> Any:
-    return importlib.import_module(f"tau2.domains.{check_domain(domain)}.environment")
+    """tau2's module of a tau2 domain (an API-migration variant has none: use
+    ``DomainTask.environment_domain``)."""
+    return importlib.import_module(f"tau2.domains.{check_domain(domain, DOMAINS)}.environment")
 
 
 def environment_constructor(domain: str) -> Callable[..., Environment]:
@@ -112,10 +114,11 @@ def new_environment(task: DomainTask) -> tuple[Environment, bool]:
     """A fresh environment for ``task`` with the task's initial state applied, and whether it
     still shares the process's database (then call :func:`own_database_before` before each
     tool call)."""
-    constructor = environment_constructor(task.domain)
+    domain = task.environment_domain
+    constructor = environment_constructor(domain)
     initial = task.task.initial_state
-    if initial is None and shares_database(task.domain, task.env_solo_mode):
-        db = shared_database(task.domain, task.env_solo_mode)
+    if initial is None and shares_database(domain, task.env_solo_mode):
+        db = shared_database(domain, task.env_solo_mode)
         return constructor(db=db, solo_mode=task.env_solo_mode), True
     env = constructor(solo_mode=task.env_solo_mode)
     if initial is not None:

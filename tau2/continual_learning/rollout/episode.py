@@ -4,7 +4,10 @@ An episode alternates between waiting on the agent (a batched policy call), on t
 batched user-model call) and being done. Model turns are parsed with
 :mod:`~tau2.continual_learning.rollout.tool_format`; real tool calls run on the episode's own
 environment with ``env.get_response`` (tau2 turns every tool failure into an ``"Error: ..."``
-tool message); the tau2 trajectory is kept alongside the token ids for scoring.
+tool message); the tau2 trajectory is kept alongside the token ids for scoring. A task with
+its own tool API (API-migration variants) has each call translated to tau2's tool first: the
+tokens hold what the model wrote, the trajectory the tau2 call, and a call that does not
+translate is an error message, like malformed JSON.
 """
 
 from __future__ import annotations
@@ -251,24 +254,29 @@ class EpisodeState:
         calls: list[ToolCall] = []
         results: list[ToolMessage] = []
         for call in turn.calls:
-            if call.error is not None:
-                feedback.append(f"Error: {call.error}")
+            error = call.error
+            if error is None and call.name in pseudo:
+                error = f"'{call.name}' must be the only call of its turn."
+            if error is None:
+                try:  # the task's API -> tau2's tool (identity unless a migrated API)
+                    name, arguments = self.task.environment_call(call.name, call.arguments)
+                except ValueError as exc:
+                    error = str(exc)
+            if error is not None:
+                feedback.append(f"Error: {error}")
                 self.num_errors += 1
-            elif call.name in pseudo:
-                feedback.append(f"Error: '{call.name}' must be the only call of its turn.")
-                self.num_errors += 1
-            else:
-                tool_call = ToolCall(
-                    id=f"call_{self.num_turns}_{len(calls)}",
-                    name=call.name,
-                    arguments=call.arguments,
-                    requestor="assistant",
-                )
-                result = self._respond(tool_call)
-                calls.append(tool_call)
-                results.append(result)
-                feedback.append(result.content or "")
-                self.num_errors += int(result.error)
+                continue
+            tool_call = ToolCall(
+                id=f"call_{self.num_turns}_{len(calls)}",
+                name=name,
+                arguments=arguments,
+                requestor="assistant",
+            )
+            result = self._respond(tool_call)
+            calls.append(tool_call)
+            results.append(result)
+            feedback.append(result.content or "")
+            self.num_errors += int(result.error)
         if calls:
             self.messages.append(AssistantMessage(role="assistant", content=None, tool_calls=calls))
             self.messages += results

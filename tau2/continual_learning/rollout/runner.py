@@ -209,7 +209,7 @@ class EpisodeRunner:
             if state.waiting is Waiting.DONE and index not in futures:
                 assert state.termination is not None
                 futures[index] = self.scorer.submit(
-                    state.task.domain,
+                    state.task.environment_domain,
                     state.task.task,
                     state.messages,
                     state.termination.value,

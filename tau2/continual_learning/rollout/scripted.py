@@ -86,11 +86,12 @@ class ScriptedUser:
 
 
 def gold_turns(task: DomainTask) -> list[str]:
-    """The agent turns that replay ``task``'s gold actions, one call per turn, then finish:
-    ``done`` in solo mode, else ``respond`` with the ``communicate_info`` strings."""
+    """The agent turns that replay ``task``'s gold actions, one call per turn, in the task's
+    tool API, then finish: ``done`` in solo mode, else ``respond`` with the
+    ``communicate_info`` strings."""
     criteria = task.task.evaluation_criteria
     actions = criteria.actions or [] if criteria is not None else []
-    turns = [format_call(a.name, a.arguments) for a in actions]
+    turns = [format_call(*task.agent_call(a.name, a.arguments)) for a in actions]
     if task.solo:
         return [*turns, format_call(DONE_TOOL, {})]
     info = criteria.communicate_info if criteria is not None else None

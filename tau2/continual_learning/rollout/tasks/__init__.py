@@ -3,7 +3,8 @@ so the episode runner has no source-specific branch.
 
 * ``tau2``: the official tau2 tasks (:mod:`~tau2.continual_learning.rollout.tasks.tau2_official`);
 * ``skills``: compact tasks generated from the real databases and tools, scored by tau2's
-  evaluators (:mod:`~tau2.continual_learning.rollout.tasks.skills`).
+  evaluators (:mod:`~tau2.continual_learning.rollout.tasks.skills`), also in API-migration
+  variants (:mod:`~tau2.continual_learning.rollout.tasks.api_migration`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Protocol
 from tau2.continual_learning.rollout.domain_task import (
     DOMAINS,
     SOLO_DOMAINS,
+    VARIANT_DOMAINS,
     DomainTask,
     available_domains,
+    base_domain,
     check_domain,
 )
 from tau2.continual_learning.rollout.tasks.skills import SkillTasks
@@ -52,6 +55,19 @@ def get_task_source(name: str) -> TaskSource:
     return TASK_SOURCES[name]
 
 
+def _source_of(domain: str, task_source: str) -> TaskSource:
+    """The source ``task_source``, checked to have tasks of ``domain`` (API-migration variants
+    have skill tasks only)."""
+    check_domain(domain)
+    source = get_task_source(task_source)
+    if domain not in source.domains:
+        raise ValueError(
+            f"task_source {task_source!r} has no domain {domain!r}; its domains: "
+            f"{', '.join(source.domains)}"
+        )
+    return source
+
+
 def load_tasks(
     domain: str, split: str = "train", task_source: str = "tau2", seed: int = 0
 ) -> list[DomainTask]:
@@ -59,15 +75,13 @@ def load_tasks(
 
     Raises ``ValueError`` naming the valid domains, splits or sources.
     """
-    check_domain(domain)
-    return get_task_source(task_source).load(domain, split, seed)
+    return _source_of(domain, task_source).load(domain, split, seed)
 
 
 def get_task(key: str, task_source: str = "tau2", seed: int = 0) -> DomainTask:
     """The task named ``"<domain>/<task id>"``; unknown ids raise listing the valid ones."""
     domain, _, task_id = key.partition("/")
-    check_domain(domain)
-    return get_task_source(task_source).get(domain, task_id, seed)
+    return _source_of(domain, task_source).get(domain, task_id, seed)
 
 
 def system_prompt(task: DomainTask) -> str:
@@ -79,9 +93,11 @@ __all__ = [
     "DOMAINS",
     "SOLO_DOMAINS",
     "TASK_SOURCES",
+    "VARIANT_DOMAINS",
     "DomainTask",
     "TaskSource",
     "available_domains",
+    "base_domain",
     "check_domain",
     "get_task",
     "get_task_source",

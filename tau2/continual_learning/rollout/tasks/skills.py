@@ -15,6 +15,10 @@ by tau2's evaluators on a real environment. The agent sees only the needed tools
 distractors, described briefly, and a short ticket: prompts stay under 600 tokens with the
 SmolLM2 tokenizer. Generation is deterministic from the seed; train and test are disjoint
 (split per template). Everything is cached per process.
+
+The API-migration variants (``airline_v2``, ...) have the same tasks and splits as their base
+domain, but hints, the worked example and the tool list use the v2 API
+(:mod:`~tau2.continual_learning.rollout.tasks.api_migration`).
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ from typing import Any
 
 from tau2.data_model.tasks import Action, EvaluationCriteria, RewardType, Task, UserScenario
 
-from tau2.continual_learning.rollout.domain_task import DomainTask
+from tau2.continual_learning.rollout.domain_task import VARIANT_DOMAINS, DomainTask, base_domain
 from tau2.continual_learning.rollout.environments import agent_tool_schemas, environment_constructor
+from tau2.continual_learning.rollout.tasks.api_migration import variant_api
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, format_call, render_signatures
 
-SKILL_DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom")
+SKILL_DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom", *VARIANT_DOMAINS)
+"""The three domains whose databases give skill tasks, and their API-migration variants."""
 SKILL_SPLITS = ("train", "test")
-TEST_PER_TEMPLATE = 2
-"""Held-out tasks per template: a small, template-balanced test split, so that scoring every
-domain after every domain (the accuracy matrix) stays affordable on a CPU."""
+TEST_TASKS_PER_DOMAIN = 36
+"""Held-out tasks per domain, spread round-robin over the templates (template-balanced): one
+task moves a score by 0.028, so a change of 0.40 is far outside the noise of one task, while
+scoring every domain after every domain (the accuracy matrix) stays affordable on a CPU."""
 MAX_PER_TEMPLATE = 60
 NUM_DISTRACTORS = 2
 HINT_FRACTION = 0.5
@@ -99,10 +106,15 @@ EXAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
 
 
 def skill_system_prompt(domain: str, tool_schemas: list[dict[str, Any]]) -> str:
-    """The compact system prompt of skill tasks: instruction, one example, tool signatures.
+    """The compact system prompt of skill tasks: instruction, one example, tool signatures
+    (``tool_schemas``: tau2's specs, shown in the domain's API).
     The part that is the same for every task of the domain comes first, so that a batch's
     prompts share it in the policy's prefix cache (encoded once, not once per task)."""
-    ticket, name, arguments = EXAMPLES[domain]
+    ticket, name, arguments = EXAMPLES[base_domain(domain)]
+    api = variant_api(domain)
+    if api is not None:
+        name, arguments = api.to_agent(name, arguments)
+        tool_schemas = [api.agent_schema(s) for s in tool_schemas]
     example = (
         f"Example ticket: {ticket}\nExample answer: {format_call(name, arguments)}\n"
         f"Then, after the tool response: {format_call(DONE_TOOL, {})}"
@@ -344,7 +356,8 @@ def skill_task(
     domain: str, skill: Skill, distractors: tuple[str, ...], *, hint: bool = False
 ) -> DomainTask:
     """Wrap a :class:`Skill` as a solo :class:`DomainTask` holding a real tau2 ``Task``;
-    ``hint`` names the tools to use at the end of the ticket (an easier variant)."""
+    ``hint`` names the tools to use at the end of the ticket (an easier variant), in the
+    domain's API."""
     actions = [
         Action(
             action_id=f"{name}_{i}",
@@ -356,7 +369,9 @@ def skill_task(
         for i, (name, args, compare) in enumerate(skill.actions)
     ]
     basis = [RewardType.ACTION] if skill.kind == "lookup" else [RewardType.DB, RewardType.ACTION]
-    ticket = skill.ticket + (f" Use {' then '.join(skill.tools)}." if hint else "")
+    api = variant_api(domain)
+    names = [api.agent_name(t) for t in skill.tools] if api is not None else skill.tools
+    ticket = skill.ticket + (f" Use {' then '.join(names)}." if hint else "")
     task = Task(
         id=skill.task_id + ("-hint" if hint else ""),
         user_scenario=UserScenario(instructions=ticket),
@@ -364,27 +379,48 @@ def skill_task(
         evaluation_criteria=EvaluationCriteria(actions=actions, reward_basis=basis),
     )
     return DomainTask(
-        domain=domain, task=task, source="skills", solo=True, tool_names=skill.tools + distractors
+        domain=domain,
+        task=task,
+        source="skills",
+        solo=True,
+        tool_names=skill.tools + distractors,
+        tool_api=api,
     )
+
+
+def _test_counts(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """Test tasks per template: round-robin over the templates (sorted) until ``total``,
+    leaving every template at least one train task."""
+    counts = dict.fromkeys(sizes, 0)
+    while sum(counts.values()) < total:
+        open_templates = [t for t in sorted(sizes) if counts[t] < sizes[t] - 1]
+        if not open_templates:
+            break
+        for template in open_templates[: total - sum(counts.values())]:
+            counts[template] += 1
+    return counts
 
 
 @functools.cache
 def _skill_splits(domain: str, seed: int) -> dict[str, tuple[DomainTask, ...]]:
-    rng = random.Random(f"{domain}:{seed}")
-    db = environment_constructor(domain)().tools.db
+    base = base_domain(domain)  # a variant draws the same tasks and splits as its base
+    rng = random.Random(f"{base}:{seed}")
+    db = environment_constructor(base)().tools.db
     by_template: dict[str, list[Skill]] = {}
-    for skill in GENERATORS[domain](db):
+    for skill in GENERATORS[base](db):
         by_template.setdefault(skill.template, []).append(skill)
     splits: dict[str, list[DomainTask]] = {name: [] for name in SKILL_SPLITS}
+    shuffled: dict[str, list[Skill]] = {}
     for template in sorted(by_template):
         skills = list({s.task_id: s for s in by_template[template]}.values())
         rng.shuffle(skills)
-        skills = skills[:MAX_PER_TEMPLATE]
-        num_test = min(TEST_PER_TEMPLATE, len(skills) - 1)
+        shuffled[template] = skills[:MAX_PER_TEMPLATE]
+    num_test = _test_counts({t: len(s) for t, s in shuffled.items()}, TEST_TASKS_PER_DOMAIN)
+    for template, skills in shuffled.items():
         for index, skill in enumerate(skills):
-            pool = [t for t in DISTRACTORS[domain] if t not in skill.tools]
+            pool = [t for t in DISTRACTORS[base] if t not in skill.tools]
             distractors = tuple(rng.sample(pool, NUM_DISTRACTORS))
-            split = "test" if index < num_test else "train"
+            split = "test" if index < num_test[template] else "train"
             hint = rng.random() < HINT_FRACTION
             splits[split].append(skill_task(domain, skill, distractors, hint=hint))
     for tasks in splits.values():
@@ -393,7 +429,8 @@ def _skill_splits(domain: str, seed: int) -> dict[str, tuple[DomainTask, ...]]:
 
 
 def load_skill_tasks(domain: str, split: str = "train", *, seed: int = 0) -> list[DomainTask]:
-    """Skill tasks of ``domain`` (airline, retail, telecom) for ``split`` (train, test)."""
+    """Skill tasks of ``domain`` (airline, retail, telecom, or a variant such as airline_v2)
+    for ``split`` (train, test)."""
     if domain not in SKILL_DOMAINS:
         raise ValueError(
             f"No skill tasks for domain {domain!r}; skill domains: {', '.join(SKILL_DOMAINS)}"
@@ -432,4 +469,5 @@ class SkillTasks:
 
 @functools.cache
 def _system_prompt(domain: str, tool_names: tuple[str, ...] | None) -> str:
-    return skill_system_prompt(domain, agent_tool_schemas(domain, True, False, tool_names))
+    schemas = agent_tool_schemas(base_domain(domain), True, False, tool_names)
+    return skill_system_prompt(domain, schemas)

@@ -54,7 +54,7 @@ def make_domain_task(domain: str, task: Task) -> DomainTask:
 
 
 def load_tau2_tasks(domain: str, split: str) -> list[DomainTask]:
-    splits = task_splits(check_domain(domain))
+    splits = task_splits(check_domain(domain, DOMAINS))
     if split not in splits:
         raise ValueError(
             f"Unknown split {split!r} for domain {domain!r}; valid splits: {', '.join(splits)}"
@@ -75,7 +75,7 @@ class Tau2Tasks:
         return load_tau2_tasks(domain, split)
 
     def get(self, domain: str, task_id: str, seed: int = 0) -> DomainTask:
-        tasks = _all_tasks(check_domain(domain))
+        tasks = _all_tasks(check_domain(domain, DOMAINS))
         if task_id not in tasks:
             raise ValueError(
                 f"Unknown task id {task_id!r} for domain {domain!r}; valid ids: {', '.join(tasks)}"
