@@ -13,6 +13,9 @@ TINY_RUN = dict(
     max_new_tokens_per_turn=8,
     min_buffer_size=1,
     replay_ratio=0.5,
+    warm_start_demos_per_domain=0,
+    use_peft=False,
+    learning_rate=1e-5,
     report_to=[],
 )
 

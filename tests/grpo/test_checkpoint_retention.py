@@ -61,11 +61,18 @@ def test_retention_keeps_one_domain_end_and_one_mid_domain_checkpoint(
     assert {t.dtype for t in weights.values()} == {next(finished.model.parameters()).dtype}
 
 
+@pytest.mark.parametrize("reset", [False, True])
 def test_a_domain_end_checkpoint_keeps_optimizer_state_while_it_is_latest(
-    tmp_path, tokenizer, tiny_run
+    tmp_path, tokenizer, tiny_run, reset
 ):
+    """Optimizer state only while a resume would continue with it: the checkpoint is ``latest``
+    and the next domain carries the optimizer over (the default resets it per domain)."""
     config = GRPOConfig(
-        output_dir=str(tmp_path), max_steps_per_domain=1, save_total_limit=2, **tiny_run
+        output_dir=str(tmp_path),
+        max_steps_per_domain=1,
+        save_total_limit=2,
+        reset_optimizer_between_domains=reset,
+        **tiny_run,
     )
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
     seen = []
@@ -79,7 +86,7 @@ def test_a_domain_end_checkpoint_keeps_optimizer_state_while_it_is_latest(
 
     trainer.cl_algorithm = Watch(replay_ratio=0.5, min_buffer_size=1)
     trainer.train()
-    assert seen == [("end-of-domain-01", True)]
+    assert seen == [("end-of-domain-01", not reset)]
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("end-of-domain-*"))
     assert kept == ["end-of-domain-01", "end-of-domain-02"]  # save_total_limit=2
 
@@ -97,6 +104,7 @@ CLI_RUN = [
     "--replay_ratio", "0.5",
     "--learning_rate", "1e-3",
     "--seed", "3",
+    "--warm_start_demos_per_domain", "2",
     "--report_to", "none",
 ]  # fmt: skip
 

@@ -67,7 +67,12 @@ def test_seed_example_configs_construct():
         ({"cl_algorithm": "clear", "bc_batch_size": 0}, "bc_batch_size", ">= 1"),
         ({"probe_tasks_per_domain": 0}, "probe_tasks_per_domain", ">= 1"),
         ({"buffer_insertion_policy": "lifo"}, "buffer_insertion_policy", "reservoir"),
-        ({"max_steps_per_domain": 0}, "max_steps_per_domain", ">= 1"),
+        (
+            {"max_steps_per_domain": 0, "warm_start_demos_per_domain": 0},
+            "max_steps_per_domain",
+            "0 (warm start only) with warm_start_demos_per_domain > 0",
+        ),
+        ({"max_steps_per_domain": -1}, "max_steps_per_domain", ">= 1"),
         ({"micro_batch_size": 3}, "micro_batch_size", "one of [1, 2, 4, 8]"),
         ({"micro_batch_size": 0}, "micro_batch_size", "divisor of the 8 episodes"),
         (

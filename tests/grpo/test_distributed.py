@@ -23,6 +23,7 @@ def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
         "--max_turns", "1",
         "--max_new_tokens_per_turn", "8",
         "--learning_rate", "1e-3",
+        "--warm_start_demos_per_domain", "0",
         "--output_dir", str(out),
         "--report_to", "none",
     ]  # fmt: skip

@@ -41,8 +41,9 @@ class RecordingReplayCL(ReplayCL):
         return None
 
 
-class RecordingTrainer(GRPOTrainer):
-    """Records how many prompts each ``rollout_func`` call receives, per domain."""
+class RecordingTrainer(AlternatingRewardTrainer):
+    """Records how many prompts each ``rollout_func`` call receives, per domain (with
+    alternating rewards, so every micro-batch has a learning signal)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,3 +147,23 @@ def test_gradient_accumulation_keeps_its_meaning(tmp_path, micro_batch_size):
     assert config.steps_per_generation == 24 // micro
     assert config.generation_batch_size == 24
     assert config.engine_args(str(tmp_path)).gradient_accumulation_steps == 24 // micro
+
+
+def test_micro_batches_without_signal_skip_their_passes(tmp_path, tokenizer, tiny_run):
+    """The tiny model fails every task: all advantages are zero, so no training forward pass
+    runs and the weights stay as they were (Adam moves nothing on zero gradients)."""
+    settings = {**tiny_run, "domains": ["telecom"], "max_steps_per_domain": 2}
+    config = GRPOConfig(output_dir=str(tmp_path), **settings)
+    model = build_tiny_model(tokenizer, seed=1)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = GRPOTrainer(config, model=model, tokenizer=tokenizer)
+    passes = []
+    trainer.model.register_forward_hook(
+        lambda module, args, output: passes.append(1) if torch.is_grad_enabled() else None
+    )
+    metrics = trainer.train()
+    assert all(s["reward_mean"] == 0.0 for s in metrics["step_stats"])
+    assert metrics["global_steps"] == 2 and passes == []
+    assert metrics["passes_without_signal"] == 2 * config.steps_per_generation
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, initial[name]), name

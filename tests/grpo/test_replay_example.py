@@ -26,6 +26,7 @@ def test_compare_prints_and_writes_the_table(tmp_path, tiny_model_dir):
         "--max_new_tokens_per_turn", "8",
         "--min_buffer_size", "1",
         "--replay_ratio", "0.5",
+        "--warm_start_demos_per_domain", "0",
         "--report_to", "none",
     ]  # fmt: skip
     proc = subprocess.run(

@@ -184,6 +184,20 @@ def test_warm_start_in_a_two_domain_run(tmp_path, tokenizer, tiny_model, tiny_ru
     assert float(rows[1]["warm_start_loss"]) == pytest.approx(stats["telecom"]["final_loss"])
 
 
+def test_warm_start_only_run_takes_no_grpo_step(tmp_path, tokenizer, tiny_model, tiny_run):
+    """``max_steps_per_domain=0``: each domain is the supervised warm start alone."""
+    settings = {**tiny_run, "max_steps_per_domain": 0, "warm_start_demos_per_domain": 1}
+    before = [p.detach().clone() for p in tiny_model.parameters()]
+    trainer = GRPOTrainer(
+        GRPOConfig(output_dir=str(tmp_path), **settings), model=tiny_model, tokenizer=tokenizer
+    )
+    metrics = trainer.train()
+    assert metrics["global_steps"] == 0 and metrics["step_stats"] == []
+    assert len(metrics["accuracy_matrix"]) == 2
+    assert all(metrics["warm_start"][d]["steps"] >= 1 for d in ("retail", "telecom"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, tiny_model.parameters(), strict=True))
+
+
 def test_replayed_demonstrations_follow_the_ratio(tmp_path, tokenizer, tiny_model, tiny_run):
     """The trainer hook on the second domain (without the GRPO steps around it)."""
     config = GRPOConfig(

@@ -249,3 +249,22 @@ def test_turns_stop_after_the_first_call_and_the_env_closes_them(tokenizer):
     )
     eos_position = episode.completion_ids.index(tokenizer.eos_token_id)
     assert episode.env_mask[eos_position] == 0 and episode.env_mask[eos_position - 1] == 1
+
+
+def test_long_tool_responses_are_shortened_for_the_model_only(tokenizer):
+    """The model sees head and tail of a long response; tau2 scores the whole one."""
+    task = next(t for t in _skills("airline", 400, "test") if "find_cancel" in t.task_id)
+    from tau2.continual_learning.rollout.scripted import gold_turns
+
+    turns = gold_turns(task)
+    whole = _script_runner(tokenizer, turns, max_turns=10).run([task])[0]
+    cut = _script_runner(tokenizer, turns, max_turns=10, max_tool_response_chars=200).run([task])
+    (cut,) = cut
+    assert whole.reward == cut.reward == 1.0
+    first = next(m for m in cut.messages if m.role == "tool").content
+    assert len(first) > 400 and first in whole.completion_text and first not in cut.completion_text
+    assert first[:133] in cut.completion_text and first[-67:] in cut.completion_text  # ids kept
+    assert f"...[{len(first) - 200} characters omitted]..." in cut.completion_text
+    assert len(cut.completion_ids) < len(whole.completion_ids)
+    with pytest.raises(ValueError, match="max_tool_response_chars"):
+        _script_runner(tokenizer, turns, max_tool_response_chars=10)

@@ -5,7 +5,8 @@ Layout under ``<output_dir>/checkpoints``:
 * ``end-of-domain-NN/``: written after domain ``NN`` was trained and evaluated: the model (in
   the dtype it trains in), the tokenizer, our state (``continual_state.pt``: position, matrix,
   CL state, RNG), one trajectory buffer per rank (``buffer-rank-R.pkl``) and, while it is the
-  checkpoint a resume would start from, ``optimizer.pt``.
+  checkpoint a resume would start from and the optimizer carries over to the next domain
+  (``reset_optimizer_between_domains=False``), ``optimizer.pt``.
 * ``domain-NN-<name>/checkpoint-S/``: TRL's mid-domain checkpoints (every ``save_steps`` within
   a domain), completed with the same state files of ours.
 * ``latest``: a one-line pointer to the checkpoint a resume starts from. It moves only after a
@@ -87,7 +88,7 @@ class Checkpointer:
             staging.mkdir(parents=True)
             trainer.model.save_pretrained(staging / "model")
             trainer.tokenizer.save_pretrained(staging / "model")
-            if trainer.optimizer is not None and not final:
+            if trainer.optimizer is not None and not final and self.optimizer_carries_over:
                 torch.save(trainer.optimizer.state_dict(), staging / OPTIMIZER_FILE)
         self.state.wait_for_everyone()
         self._write_own_state(staging, mid_domain=False)
@@ -100,6 +101,12 @@ class Checkpointer:
             self._rotate(target)
         self.state.wait_for_everyone()
         return target
+
+    @property
+    def optimizer_carries_over(self) -> bool:
+        """Whether the next domain continues with this optimizer state (else a domain-end
+        checkpoint needs none: ``reset_optimizer_between_domains`` starts each domain fresh)."""
+        return not self.trainer.config.reset_optimizer_between_domains
 
     def _write_own_state(self, folder: Path, mid_domain: bool) -> None:
         trainer = self.trainer

@@ -65,7 +65,10 @@ class GRPOConfig(trl.GRPOConfig):
     """Configuration of a continual GRPO run (see the module docstring)."""
 
     # -- TRL fields with defaults suited to small-model agent RL -------------------------------
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(
+        default=1e-4,
+        metadata={"help": "AdamW learning rate of the GRPO steps (the default suits LoRA)."},
+    )
     logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
     bf16: bool | None = field(
         default=None,
@@ -96,7 +99,13 @@ class GRPOConfig(trl.GRPOConfig):
         metadata={"help": "'skills' (compact tasks, CPU friendly) or 'tau2' (official tasks)."},
     )
     skills_seed: int = field(default=0, metadata={"help": "Seed of the generated skill tasks."})
-    max_steps_per_domain: int = field(default=3, metadata={"help": "GRPO steps per domain."})
+    max_steps_per_domain: int = field(
+        default=3,
+        metadata={
+            "help": "GRPO steps per domain (0: the supervised warm start only, no GRPO steps; "
+            "needs warm_start_demos_per_domain > 0)."
+        },
+    )
     eval_tasks_per_domain: int | None = field(
         default=None, metadata={"help": "Cap on test tasks scored per domain (default: all)."}
     )
@@ -153,14 +162,20 @@ class GRPOConfig(trl.GRPOConfig):
         default=2, metadata={"help": "CLEAR: stored trajectories cloned per optimisation step."}
     )
     reset_optimizer_between_domains: bool = field(
-        default=False, metadata={"help": "Fresh optimizer/scheduler at each domain start."}
+        default=True,
+        metadata={
+            "help": "Fresh optimizer at each domain start (as Avalanche resets it per "
+            "experience); the schedule restarts per domain either way. False carries AdamW's "
+            "moments over, and domain-end checkpoints then hold the optimizer state (2x the "
+            "weights)."
+        },
     )
     max_consecutive_nonfinite_losses: int = field(
         default=3, metadata={"help": "Stop after this many NaN/inf losses in a row."}
     )
     # -- supervised warm start (grpo/warm_start.py) -----------------------------------------
     warm_start_demos_per_domain: int = field(
-        default=0,
+        default=16,
         metadata={
             "help": "Gold demonstrations (train tasks' gold actions, scored 1.0) trained on with "
             "supervised steps before each domain's GRPO steps; 0 = no warm start."
@@ -170,7 +185,8 @@ class GRPOConfig(trl.GRPOConfig):
         default=1, metadata={"help": "Warm start: passes over the demonstrations."}
     )
     warm_start_learning_rate: float = field(
-        default=5e-5, metadata={"help": "Warm start: AdamW learning rate (constant)."}
+        default=1e-3,
+        metadata={"help": "Warm start: AdamW learning rate (constant; the default suits LoRA)."},
     )
     warm_start_batch_size: int = field(
         default=1, metadata={"help": "Warm start: demonstrations per optimizer step."}
@@ -207,8 +223,19 @@ class GRPOConfig(trl.GRPOConfig):
     )
     # -- rollouts ---------------------------------------------------------------------------
     max_turns: int = field(default=3, metadata={"help": "Agent turns per episode."})
-    max_new_tokens_per_turn: int = field(default=48, metadata={"help": "Tokens per agent turn."})
+    max_new_tokens_per_turn: int = field(
+        default=64,
+        metadata={"help": "Tokens per agent turn (the longest skill call takes about 50)."},
+    )
     max_context_tokens: int = field(default=2048, metadata={"help": "Episode context limit."})
+    max_tool_response_chars: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tool responses longer than this are shown to the model cut to this many "
+            "characters (head and tail; tau2 scores the whole trajectory). None: the task "
+            "source's default (skills 300, tau2 whole); 0: always whole."
+        },
+    )
     assistant_prefix: str | None = field(
         default=None,
         metadata={
@@ -231,7 +258,10 @@ class GRPOConfig(trl.GRPOConfig):
     )
     user_temperature: float = field(default=0.0, metadata={"help": "User simulator temperature."})
     # -- LoRA -------------------------------------------------------------------------------
-    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter."})
+    use_peft: bool = field(
+        default=True,
+        metadata={"help": "Train a LoRA adapter (false: full fine-tuning of every weight)."},
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -275,6 +305,16 @@ class GRPOConfig(trl.GRPOConfig):
         from tau2.continual_learning.rollout import CALL_PREFIX
 
         return self.assistant_prefix if self.assistant_prefix is not None else CALL_PREFIX
+
+    @property
+    def tool_response_limit(self) -> int | None:
+        """``max_tool_response_chars`` resolved: the task source's default when ``None``, no
+        limit when 0."""
+        if self.max_tool_response_chars is None:
+            from tau2.continual_learning.rollout.tasks import get_task_source
+
+            return get_task_source(self.task_source).max_tool_response_chars
+        return self.max_tool_response_chars or None
 
     @property
     def episodes_per_step(self) -> int:
@@ -346,11 +386,13 @@ class GRPOConfig(trl.GRPOConfig):
             self.domains,
             f"task_source={self.task_source!r} supports {list(source_domains)}; not {bad}",
         )
+        self._check_warm_start()
         _check(
-            self.max_steps_per_domain >= 1,
+            self.max_steps_per_domain >= 1
+            or (self.max_steps_per_domain == 0 and self.warm_start_demos_per_domain > 0),
             "max_steps_per_domain",
             self.max_steps_per_domain,
-            "an integer >= 1",
+            "an integer >= 1, or 0 (warm start only) with warm_start_demos_per_domain > 0",
         )
         _check(
             self.eval_tasks_per_domain is None or self.eval_tasks_per_domain >= 1,
@@ -380,7 +422,6 @@ class GRPOConfig(trl.GRPOConfig):
             self.buffer_insertion_policy,
             f"one of {sorted(POLICIES)}",
         )
-        self._check_warm_start()
         _check(
             self.batch_size_per_gpu >= 1,
             "batch_size_per_gpu",
@@ -430,6 +471,14 @@ class GRPOConfig(trl.GRPOConfig):
             "max_context_tokens",
             self.max_context_tokens,
             "an integer >= 64",
+        )
+        _check(
+            self.max_tool_response_chars is None
+            or self.max_tool_response_chars == 0
+            or self.max_tool_response_chars >= 64,
+            "max_tool_response_chars",
+            self.max_tool_response_chars,
+            "None (the task source's default), 0 (whole responses) or an integer >= 64",
         )
         _check(self.user_mode in USER_MODES, "user_mode", self.user_mode, f"one of {USER_MODES}")
         if self.user_mode == "solo" and self.task_source == "tau2":

@@ -3,8 +3,8 @@
 TRL computes advantages, the clipped policy loss, KL, importance-sampling correction and the
 optimizer step; this module adds only
 
-* :class:`Engine`: the CL algorithm's ``extra_loss`` (once per optimizer step) and the
-  :class:`LossGuard`;
+* :class:`Engine`: the CL algorithm's ``extra_loss`` (once per optimizer step), the
+  :class:`LossGuard`, and no forward/backward pass for a micro-batch without learning signal;
 * :class:`LossGuard`: a NaN/inf micro-batch loss skips (and counts) its whole update; ``K`` in a
   row stop the run with :class:`NonFiniteLossError`;
 * :class:`StepCallback`: TRL's step and save events forwarded to the continual trainer;
@@ -57,8 +57,7 @@ class LossGuard:
             return loss
         self._step_nonfinite = True
         logger.warning("Non-finite loss (%s) %s: this update will be skipped", loss.item(), where)
-        params = [p for p in model.parameters() if p.requires_grad]
-        return params[0].sum() * 0.0 if params else loss.new_zeros(())
+        return zero_loss(model)
 
     def begin_step(self) -> None:
         self._step_nonfinite = False
@@ -100,7 +99,11 @@ class Engine(trl.GRPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         """TRL's loss of one micro-batch; the CL term joins the first micro-batch of each
         optimizer step only, so its weight per update does not depend on micro-batching."""
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self._without_signal(inputs):
+            loss = zero_loss(model)
+            self.continual.passes_without_signal += 1
+        else:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         continual = self.continual
         if self._extra_loss_due:
             self._extra_loss_due = False
@@ -108,6 +111,24 @@ class Engine(trl.GRPOTrainer):
             if extra is not None:
                 loss = loss + extra
         return continual.loss_guard.check(loss, model, continual.where())
+
+    def _without_signal(self, inputs: dict[str, Any]) -> bool:
+        """Every advantage of the micro-batch is zero and nothing else enters TRL's loss (no KL
+        term, no auxiliary loss): its loss and gradients are exactly zero, so the forward and
+        backward passes, most of a step's cost when a policy solves or fails every task of a
+        group, can be left out. Zero gradients still reach every trainable parameter, so the
+        optimizer step is the one the full pass would have taken."""
+        return (
+            self.beta == 0.0
+            and not self.aux_loss_enabled
+            and not bool(torch.count_nonzero(inputs["advantages"]))
+        )
+
+
+def zero_loss(model: Any) -> torch.Tensor:
+    """A zero loss whose backward gives every trainable parameter a zero gradient."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.stack([p.sum() for p in params]).sum() * 0.0
 
 
 class StepCallback(TrainerCallback):

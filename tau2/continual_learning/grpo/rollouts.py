@@ -63,6 +63,7 @@ class Rollouts:
             max_turns=cfg.max_turns,
             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
             max_context_tokens=cfg.max_context_tokens,
+            max_tool_response_chars=cfg.tool_response_limit,
             temperature=temperature,
             scoring_workers=0,
             seed=seed,

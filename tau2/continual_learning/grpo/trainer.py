@@ -87,7 +87,9 @@ class GRPOTrainer:
 
     ``trainer.cl_algorithm`` may be replaced by any :class:`CLAlgorithm` instance before
     :meth:`train`. ``model``/``tokenizer`` may be passed to skip loading
-    ``config.model_name_or_path``.
+    ``config.model_name_or_path``. ``baseline`` and ``baseline_rewards`` (the untrained scores
+    and per-task rewards) may be set before :meth:`train` to reuse another run's with the same
+    model, seed and domains; :meth:`train` then does not score the untrained model again.
 
     **What a GRPO algorithm may use** (``self._trainer`` after :meth:`CLAlgorithm.attach`, or
     the ``trainer`` argument of the hooks); everything else is internal:
@@ -147,6 +149,8 @@ class GRPOTrainer:
         """Per optimizer step: domain, global step, mean reward, informative-group share."""
         self.log_rows: list[dict[str, Any]] = []
         """TRL's log history of every finished domain, tagged with domain and global step."""
+        self.passes_without_signal = 0
+        """Training micro-batches whose advantages were all zero (no forward/backward run)."""
         self.global_step = 0
         self.domain_index = 0
         self.current_domain = cfg.domains[0]
@@ -227,7 +231,8 @@ class GRPOTrainer:
                 self._domain_start_step = self.global_step
                 if self.warm_start.enabled:
                     self._warm_start(domain)
-            self._train_domain(domain)
+            if cfg.max_steps_per_domain:  # 0: warm start only
+                self._train_domain(domain)
             scores = self.evaluate_all(f"eval after {domain}")
             self.accuracy_matrix.append([s.mean for s in scores])
             self.score_intervals.append([s.as_dict() for s in scores])
@@ -376,6 +381,7 @@ class GRPOTrainer:
                 self.tokenizer,
                 max_context_tokens=self.config.max_context_tokens,
                 assistant_prefix=self.config.agent_turn_prefix,
+                max_tool_response_chars=self.config.tool_response_limit,
             )
             self._gold[task.key] = demos.episodes[0] if demos.episodes else None
         return self._gold[task.key]
@@ -429,6 +435,7 @@ class GRPOTrainer:
                 "step_stats": list(self.step_stats),
                 "global_steps": self.global_step,
                 "nonfinite_losses": self.loss_guard.skipped,
+                "passes_without_signal": self.passes_without_signal,
                 "warm_start": dict(self.warm_start_stats),
                 "task_source": cfg.task_source,
                 "model_name_or_path": cfg.model_name_or_path,
@@ -483,6 +490,7 @@ class GRPOTrainer:
             "log_rows": self.log_rows,
             "warm_start": self.warm_start_stats,
             "nonfinite_losses": self.loss_guard.skipped,
+            "passes_without_signal": self.passes_without_signal,
             "wall_time_s": self.wall_time_s,
             "cl_algorithm": self.cl_algorithm.name,
             "cl_state": self.cl_algorithm.state_dict(),
@@ -514,6 +522,7 @@ class GRPOTrainer:
         self._domain_start_step = state["domain_start_step"]
         self.warm_start_stats = state.get("warm_start", {})
         self.loss_guard.skipped = state["nonfinite_losses"]
+        self.passes_without_signal = state.get("passes_without_signal", 0)
         self.cl_algorithm.load_state_dict(state["cl_state"])
         self.trajectory_buffer = TrajectoryBuffer.load(self.checkpointer.buffer_path(folder))
         set_rng_state(state["rng"])

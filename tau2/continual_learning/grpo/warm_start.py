@@ -104,9 +104,11 @@ def gold_demonstrations(
     *,
     max_context_tokens: int,
     assistant_prefix: str = CALL_PREFIX,
+    max_tool_response_chars: int | None = None,
 ) -> DemonstrationSet:
     """Replay the gold actions of ``tasks`` through the episode engine and keep the episodes
-    that tau2's evaluators score 1.0 and that fit in ``max_context_tokens`` (in task order)."""
+    that tau2's evaluators score 1.0 and that fit in ``max_context_tokens`` (in task order).
+    Tool responses are shown as the run's episodes show them (``max_tool_response_chars``)."""
     episodes: list[Episode] = []
     failed: list[str] = []
     too_long: list[str] = []
@@ -118,6 +120,7 @@ def gold_demonstrations(
             max_turns=max(len(gold_turns(t)) for t in batch) + 1,
             max_new_tokens_per_turn=1 << 14,
             max_context_tokens=1 << 24,
+            max_tool_response_chars=max_tool_response_chars,
             assistant_prefix=assistant_prefix,
             scoring_workers=0,
         )
@@ -325,6 +328,7 @@ class WarmStart:
             len(tok),
             cfg.warm_start_demos_per_domain,
             cfg.max_context_tokens,
+            cfg.tool_response_limit,
             cfg.assistant_prefix,
         )
         if key not in self._cache:
@@ -335,7 +339,11 @@ class WarmStart:
             prefix = cfg.agent_turn_prefix
             with _global_rng_preserved():  # built now or later (a resume): same RNG afterwards
                 demos = gold_demonstrations(
-                    chosen, tok, max_context_tokens=cfg.max_context_tokens, assistant_prefix=prefix
+                    chosen,
+                    tok,
+                    max_context_tokens=cfg.max_context_tokens,
+                    assistant_prefix=prefix,
+                    max_tool_response_chars=cfg.tool_response_limit,
                 )
             logger.info(
                 "Warm start %s: %d demonstrations of %d tasks; dropped %d (%d scored below 1.0, "

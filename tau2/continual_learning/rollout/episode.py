@@ -64,11 +64,18 @@ class EpisodeLimits:
     max_new_tokens_per_turn: int = 256
     max_context_tokens: int = 8192
     max_errors: int = 10
+    max_tool_response_chars: int | None = None
+    """Tool responses longer than this are shortened in what the model sees (head and tail,
+    :func:`~tau2.continual_learning.rollout.tool_format.shorten_tool_response`); the trajectory
+    tau2 scores keeps them whole. ``None``: shown whole."""
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_new_tokens_per_turn", "max_context_tokens", "max_errors"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        limit = self.max_tool_response_chars
+        if limit is not None and limit < 64:
+            raise ValueError(f"max_tool_response_chars must be None or >= 64, got {limit}")
 
 
 @dataclass
@@ -145,7 +152,7 @@ class EpisodeState:
         """Initial state: solo episodes wait on the agent, others on the user's opening."""
         history = list(self._history())
         self.messages = history
-        turns = history_turns(history)
+        turns = history_turns(history, self.limits.max_tool_response_chars)
         if self.task.solo:
             ticket = self.task.task.ticket or ""
             self.prompt_ids = self.chat.prompt_ids(
@@ -200,7 +207,8 @@ class EpisodeState:
             self.finish(Termination.MAX_TURNS)
         elif feedback is not None:
             reminder = f"\n{self.solo_reminder}" if self.task.solo and self.solo_reminder else ""
-            self._append_env_turn(format_tool_responses(feedback) + reminder)
+            responses = format_tool_responses(feedback, self.limits.max_tool_response_chars)
+            self._append_env_turn(responses + reminder)
         else:
             self._check_context()
 
@@ -227,7 +235,8 @@ class EpisodeState:
         if self.num_turns >= self.limits.max_turns:
             self.finish(Termination.MAX_TURNS)
         elif self.prompt_ids is None:
-            turns = [*history_turns(self.messages[:-1]), ("user", content)]
+            history = history_turns(self.messages[:-1], self.limits.max_tool_response_chars)
+            turns = [*history, ("user", content)]
             self.prompt_ids = self.chat.prompt_ids(self.system_prompt, turns, self.assistant_prefix)
             self._check_context()
         else:
@@ -340,8 +349,11 @@ class EpisodeState:
         )
 
 
-def history_turns(messages: list[Message]) -> list[tuple[str, str]]:
-    """Render tau2 messages as ``(role, text)`` prompt turns in our tool format."""
+def history_turns(
+    messages: list[Message], max_tool_response_chars: int | None = None
+) -> list[tuple[str, str]]:
+    """Render tau2 messages as ``(role, text)`` prompt turns in our tool format (tool
+    responses shortened as in live turns)."""
     turns: list[tuple[str, str]] = []
     pending: list[str] = []
     for message in messages:
@@ -349,7 +361,7 @@ def history_turns(messages: list[Message]) -> list[tuple[str, str]]:
             pending.append(message.content or "")
             continue
         if pending:
-            turns.append(("user", format_tool_responses(pending)))
+            turns.append(("user", format_tool_responses(pending, max_tool_response_chars)))
             pending = []
         if isinstance(message, (AssistantMessage, UserMessage)):
             text = message.content or ""
@@ -357,5 +369,5 @@ def history_turns(messages: list[Message]) -> list[tuple[str, str]]:
                 text += "".join(format_call(c.name, c.arguments) for c in message.tool_calls)
             turns.append((message.role, text))
     if pending:
-        turns.append(("user", format_tool_responses(pending)))
+        turns.append(("user", format_tool_responses(pending, max_tool_response_chars)))
     return turns

@@ -48,7 +48,8 @@ class EpisodeRunner:
     ``solo_reminder`` follows the tool responses in solo episodes (a foothold for small
     models, which otherwise rarely call ``done``; ``""`` turns it off). ``stop_at_call_end`` ends a turn after its first ``</tool_call>`` (one call per turn;
     small models otherwise ramble on); the template's end-of-turn token is then added as an
-    env token.
+    env token. ``max_tool_response_chars`` shortens long tool responses in what the model sees
+    (head and tail; the scored trajectory keeps them whole).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class EpisodeRunner:
         max_new_tokens_per_turn: int = 256,
         max_context_tokens: int = 8192,
         max_errors: int = 10,
+        max_tool_response_chars: int | None = None,
         assistant_prefix: str = CALL_PREFIX,
         stop_at_call_end: bool = True,
         solo_reminder: str = SOLO_REMINDER,
@@ -73,7 +75,11 @@ class EpisodeRunner:
         self.policy = policy
         self.user = resolve_user(user)
         self.limits = EpisodeLimits(
-            max_turns, max_new_tokens_per_turn, max_context_tokens, max_errors
+            max_turns,
+            max_new_tokens_per_turn,
+            max_context_tokens,
+            max_errors,
+            max_tool_response_chars,
         )
         stops = (CALL_CLOSE,) if stop_at_call_end else ()
         self.sampling = SamplingParams(max_new_tokens_per_turn, temperature, top_p, top_k, stops)

@@ -117,9 +117,28 @@ def format_call(name: str, arguments: dict[str, Any]) -> str:
     return f"{CALL_OPEN}{json.dumps({'name': name, 'arguments': arguments})}{CALL_CLOSE}"
 
 
-def format_tool_responses(contents: list[str]) -> str:
-    """The user-turn text carrying tool results back to the model."""
-    return "\n".join(f"{RESPONSE_OPEN}\n{c}\n{RESPONSE_CLOSE}" for c in contents)
+def shorten_tool_response(content: str, max_chars: int | None) -> str:
+    """``content`` cut to about ``max_chars`` characters for the model's eyes: the head (two
+    thirds) and the tail (one third) around a marker naming what was left out. Records and
+    lists put their identity first and their references last (a user's reservations or
+    orders), so both ends stay visible. ``None``: unchanged."""
+    if max_chars is None or len(content) <= max_chars:
+        return content
+    head = max_chars * 2 // 3
+    tail = max_chars - head
+    omitted = len(content) - head - tail
+    return (
+        f"{content[:head]} ...[{omitted} characters omitted]... {content[-tail:] if tail else ''}"
+    )
+
+
+def format_tool_responses(contents: list[str], max_chars: int | None = None) -> str:
+    """The user-turn text carrying tool results back to the model, each shortened to
+    ``max_chars`` (:func:`shorten_tool_response`); the tau2 trajectory keeps them whole."""
+    return "\n".join(
+        f"{RESPONSE_OPEN}\n{shorten_tool_response(c, max_chars)}\n{RESPONSE_CLOSE}"
+        for c in contents
+    )
 
 
 def _strip_titles(value: Any) -> Any:

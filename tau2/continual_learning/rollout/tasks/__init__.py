@@ -29,6 +29,8 @@ class TaskSource(Protocol):
 
     name: str
     domains: tuple[str, ...]
+    max_tool_response_chars: int | None
+    """Default cut of tool responses in what the model sees (``None``: shown whole)."""
 
     def load(self, domain: str, split: str, seed: int = 0) -> list[DomainTask]:
         """Tasks of ``domain`` for ``split`` (``seed`` matters for generated tasks)."""

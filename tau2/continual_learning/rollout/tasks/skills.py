@@ -39,10 +39,16 @@ from tau2.continual_learning.rollout.tool_format import DONE_TOOL, format_call, 
 SKILL_DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom", *VARIANT_DOMAINS)
 """The three domains whose databases give skill tasks, and their API-migration variants."""
 SKILL_SPLITS = ("train", "test")
-TEST_TASKS_PER_DOMAIN = 36
+TEST_TASKS_PER_DOMAIN = 32
 """Held-out tasks per domain, spread round-robin over the templates (template-balanced): one
-task moves a score by 0.028, so a change of 0.40 is far outside the noise of one task, while
+task moves a score by 0.031, so a change of 0.40 is far outside the noise of one task, while
 scoring every domain after every domain (the accuracy matrix) stays affordable on a CPU."""
+SKILL_TOOL_RESPONSE_CHARS = 300
+"""Tool responses of skill episodes are shown to the model cut to this many characters (head and
+tail). Skill tasks need only the head (the record's identity) and the tail (a user's
+reservations or orders, for two-step tasks); whole responses made up about 85% of an episode's
+tokens (a product's variants run to 4,000 characters), which evaluation, the warm start and the
+GRPO update all pay for on a CPU. Measured in docs/grpo.md."""
 MAX_PER_TEMPLATE = 60
 NUM_DISTRACTORS = 2
 HINT_FRACTION = 0.5
@@ -448,6 +454,7 @@ class SkillTasks:
 
     name = "skills"
     domains: tuple[str, ...] = SKILL_DOMAINS
+    max_tool_response_chars: int | None = SKILL_TOOL_RESPONSE_CHARS
 
     def load(self, domain: str, split: str, seed: int = 0) -> list[DomainTask]:
         return load_skill_tasks(domain, split, seed=seed)

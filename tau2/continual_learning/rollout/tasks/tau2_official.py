@@ -69,6 +69,8 @@ class Tau2Tasks:
 
     name = "tau2"
     domains: tuple[str, ...] = DOMAINS
+    max_tool_response_chars: int | None = None
+    """Official tasks need whole tool responses (shown whole by default)."""
 
     def load(self, domain: str, split: str, seed: int = 0) -> list[DomainTask]:
         """Tasks of tau2's ``split`` (``seed`` is unused: the splits are fixed)."""

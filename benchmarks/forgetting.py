@@ -1,0 +1,376 @@
+"""Forgetting in continual GRPO, and what replay does about it.
+
+Two domain sequences, each trained by several algorithms with 3 seeds (a seed sets both
+``seed`` and ``skills_seed``, so it also draws the generated skill tasks):
+
+* ``interference``: ``airline -> airline_v2`` (``--interference_domains``): a domain, then its
+  API-migration variant, whose renamed and re-shaped tools contradict what the first domain
+  taught. Algorithms: ``sequential`` (the forgetting baseline), ``replay``,
+  ``adaptive_replay`` and ``warm_start_only`` (sequential, the supervised warm start on gold
+  demonstrations and no GRPO steps: ``max_steps_per_domain=0``; the contrast that supervised
+  fine-tuning forgets more than RL).
+* ``plain``: ``airline -> retail -> telecom``, with ``sequential`` and ``replay``.
+
+Every run is one ``GRPOTrainer(GRPOConfig(...)).train()`` in its own folder
+``<output_dir>/<sequence>/<algorithm>/seed-<seed>`` (its ``metrics.json`` and ``report.md``;
+the checkpoints are deleted once the run is recorded unless ``--keep_checkpoints``). Settings
+are the library defaults (the default job's) except what the benchmark varies (domains,
+algorithm, seed) and what ``--quick``, ``--model_name_or_path`` and ``--set`` override; an
+algorithm's own settings (``warm_start_only``'s ``max_steps_per_domain=0``) win over ``--set``.
+``warm_start_only`` needs ``warm_start_demos_per_domain > 0``.
+
+Budget: 18 runs (12 of two domains, 6 of three), sized to fit in about 2 hours on a 2-core CPU
+at the default settings (measured: see docs/grpo.md). All runs share one process: a fresh
+trainer and model per run, freed before the next. Runs go seed by seed, so an interrupted
+benchmark has every algorithm for its first seeds.
+
+Output, printed (and flushed) as each run finishes and appended to
+``<output_dir>/forgetting.jsonl``:
+
+* one line per run: ``sequence``, ``algorithm``, ``seed``, ``domains``, ``ACC``, ``BWT``,
+  ``FWT``, ``forgetting``, ``accuracy_matrix`` (R[i][j]: pass^1 on domain j after training
+  through domain i), ``baseline`` (the untrained scores), ``wall_s`` (model loading included),
+  ``peak_rss_mb`` (the run's own peak where Linux lets the high-water mark be reset, else the
+  process's so far) and ``overrides`` (the GRPOConfig fields set beyond the library defaults);
+* then one line per (sequence, algorithm): ``"summary": true``, ``runs``, ``seeds`` and the
+  mean and *population* standard deviation over seeds (``<name>_mean``, ``<name>_std``) of
+  ACC, BWT, FWT, forgetting and wall_s (``null`` where a metric is undefined).
+
+Reading it: forgetting > 0 (BWT < 0) means an earlier domain's score fell after later
+training. On ``interference`` replay should forget less than ``sequential``, and
+``warm_start_only`` more; ``plain`` shows the same on unrelated domains. Differences within a
+standard deviation are noise: test splits are a few dozen tasks.
+
+``--resume`` skips runs whose line (same sequence, domains, algorithm, seed and overrides) is
+already in ``forgetting.jsonl`` and summarises them with the new ones; it assumes the library
+defaults did not change in between.
+
+    python benchmarks/forgetting.py                       # everything, 3 seeds
+    python benchmarks/forgetting.py --quick               # smoke test (minutes)
+    python benchmarks/forgetting.py --sequences interference --algorithms sequential replay \\
+        --seeds 0 --set max_steps_per_domain=6 --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import yaml
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+import tau2.continual_learning  # noqa: F401  (import hygiene first)
+from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
+
+logger = logging.getLogger("benchmarks.forgetting")
+
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    "sequential": {"cl_algorithm": "sequential"},
+    "replay": {"cl_algorithm": "replay"},
+    "adaptive_replay": {"cl_algorithm": "adaptive_replay"},
+    "warm_start_only": {"cl_algorithm": "sequential", "max_steps_per_domain": 0},
+}
+"""Benchmark algorithm -> the GRPOConfig fields that make it."""
+SEQUENCE_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "interference": ("sequential", "replay", "adaptive_replay", "warm_start_only"),
+    "plain": ("sequential", "replay"),
+}
+INTERFERENCE_DOMAINS = ("airline", "airline_v2")
+PLAIN_DOMAINS = ("airline", "retail", "telecom")
+QUICK: dict[str, Any] = {
+    "max_steps_per_domain": 1,
+    "eval_tasks_per_domain": 4,
+    "warm_start_demos_per_domain": 4,
+}
+"""``--quick``'s overrides (plus one seed, ``interference``, ``sequential`` and ``replay``)."""
+PER_RUN_FIELDS = ("domains", "cl_algorithm", "seed", "skills_seed", "output_dir")
+"""GRPOConfig fields the benchmark sets per run, so ``--set`` may not."""
+METRICS = ("ACC", "BWT", "FWT", "forgetting", "wall_s")
+RESULTS_FILE = "forgetting.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark."""
+
+    sequence: str
+    algorithm: str
+    seed: int
+    domains: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str, int, tuple[str, ...]]:
+        return self.sequence, self.algorithm, self.seed, self.domains
+
+    def folder(self, output_dir: Path) -> Path:
+        return output_dir / self.sequence / self.algorithm / f"seed-{self.seed}"
+
+    def config(self, overrides: dict[str, Any], output_dir: Path) -> GRPOConfig:
+        """The run's config: library defaults < ``overrides`` < what the run itself sets."""
+        return GRPOConfig(
+            **{
+                **overrides,
+                **ALGORITHMS[self.algorithm],
+                "domains": list(self.domains),
+                "seed": self.seed,
+                "skills_seed": self.seed,
+                "output_dir": str(self.folder(output_dir)),
+            }
+        )
+
+
+def config_override(text: str) -> tuple[str, Any]:
+    """``--set key=value``: a GRPOConfig field and its value parsed as YAML (for its type)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    if key not in {f.name for f in dataclasses.fields(GRPOConfig)}:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a GRPOConfig field")
+    if key in PER_RUN_FIELDS or key == "model_name_or_path":
+        raise argparse.ArgumentTypeError(
+            f"{key!r} is set by the benchmark (use --sequences, --interference_domains, "
+            "--algorithms, --seeds, --output_dir or --model_name_or_path)"
+        )
+    return key, yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sequences", nargs="+", choices=list(SEQUENCE_ALGORITHMS), help="default: both"
+    )
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        choices=list(ALGORITHMS),
+        help="default: all (each sequence runs those of its list above)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
+    parser.add_argument(
+        "--interference_domains",
+        nargs="+",
+        default=list(INTERFERENCE_DOMAINS),
+        help="the interference sequence (at least two domains)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: seed 0, interference, sequential and replay, {QUICK} "
+        "(explicit flags and --set win)",
+    )
+    parser.add_argument("--model_name_or_path", help="default: the library's default model")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=config_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a GRPOConfig field (repeatable; the value is parsed as YAML)",
+    )
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/forgetting"))
+    parser.add_argument(
+        "--resume", action="store_true", help=f"skip runs already recorded in {RESULTS_FILE}"
+    )
+    parser.add_argument(
+        "--keep_checkpoints", action="store_true", help="keep each run's checkpoints folder"
+    )
+    return parser
+
+
+def planned_runs(args: argparse.Namespace) -> list[Run]:
+    """Seed-major order, so an interrupted benchmark has every algorithm for its first seeds."""
+    sequences = args.sequences or (["interference"] if args.quick else list(SEQUENCE_ALGORITHMS))
+    algorithms = args.algorithms or (["sequential", "replay"] if args.quick else list(ALGORITHMS))
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    domains = {"interference": tuple(args.interference_domains), "plain": PLAIN_DOMAINS}
+    return [
+        Run(sequence, algorithm, seed, domains[sequence])
+        for seed in dict.fromkeys(seeds)
+        for sequence in dict.fromkeys(sequences)
+        for algorithm in dict.fromkeys(algorithms)
+        if algorithm in SEQUENCE_ALGORITHMS[sequence]
+    ]
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's resident-memory high-water mark (Linux >= 4.0; else a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since :func:`reset_peak_rss` (``VmHWM``), else the process's peak so far."""
+    status = Path("/proc/self/status")
+    match = re.search(r"VmHWM:\s+(\d+) kB", status.read_text()) if status.is_file() else None
+    return round(int(match.group(1)) / 1024 if match else process_peak_rss_mb(), 1)
+
+
+Baselines = dict[tuple[int, tuple[str, ...]], tuple[list[float], list[list[float]]]]
+"""Untrained scores and per-task rewards by (seed, domains): the same for every algorithm."""
+
+
+def run_once(
+    run: Run, config: GRPOConfig, keep_checkpoints: bool, baselines: Baselines
+) -> dict[str, Any]:
+    """Train one run with a fresh trainer and model; its result line (without overrides).
+
+    The untrained model's scores depend on the seed (the skill tasks and the evaluation draw)
+    and the domains, not on the algorithm, so the first run of a seed scores them and the
+    others reuse them (``baselines``): a quarter of a two-domain run's time."""
+    folder = Path(config.output_dir)
+    shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+    reset_peak_rss()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs: stdout is ours
+        trainer = GRPOTrainer(config)
+        key = (run.seed, run.domains)
+        if key in baselines:
+            trainer.baseline, trainer.baseline_rewards = baselines[key]
+        metrics = trainer.train()
+        baselines[key] = (trainer.baseline, trainer.baseline_rewards)
+    wall_s = time.perf_counter() - start
+    del trainer  # the model, optimizer and buffer go before the next run loads its own
+    gc.collect()
+    if not keep_checkpoints:
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return {
+        "sequence": run.sequence,
+        "algorithm": run.algorithm,
+        "seed": run.seed,
+        "domains": list(run.domains),
+        **{
+            k: metrics[k]
+            for k in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "baseline")
+        },
+        "wall_s": round(wall_s, 1),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def recorded_runs(path: Path, overrides: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """Run lines of ``path`` made with ``overrides``, by run key (a later line wins)."""
+    found: dict[tuple, dict[str, Any]] = {}
+    if not path.is_file():
+        return found
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            logger.warning("%s:%d is not JSON (an interrupted write?); ignored", path, number)
+            continue
+        if not line.get("summary") and line.get("overrides") == overrides:
+            run = Run(line["sequence"], line["algorithm"], line["seed"], tuple(line["domains"]))
+            found[run.key] = line
+    return found
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation of the defined values."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return None, None
+    return statistics.fmean(defined), statistics.pstdev(defined)
+
+
+def summary(sequence: str, algorithm: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The (sequence, algorithm) line: mean and population std over its runs."""
+    row: dict[str, Any] = {
+        "summary": True,
+        "sequence": sequence,
+        "algorithm": algorithm,
+        "runs": len(lines),
+        "seeds": [line["seed"] for line in lines],
+    }
+    for name in METRICS:
+        row[f"{name}_mean"], row[f"{name}_std"] = mean_std([line[name] for line in lines])
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; returns every line it printed."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.interference_domains) < 2:
+        parser.error("--interference_domains: at least two domains (forgetting needs a sequence)")
+    runs = planned_runs(args)
+    if not runs:
+        parser.error(
+            "no run: --algorithms selects none of the --sequences' algorithms "
+            f"({SEQUENCE_ALGORITHMS})"
+        )
+    overrides = {**(QUICK if args.quick else {}), **dict(args.overrides)}
+    if args.model_name_or_path:
+        overrides["model_name_or_path"] = args.model_name_or_path
+    overrides = json.loads(json.dumps(overrides))  # as a recorded line holds it
+    configs = {}
+    for run in runs:  # every config is checked before the first run starts
+        try:
+            configs[run.key] = run.config(overrides, args.output_dir)
+        except (TypeError, ValueError) as err:
+            parser.error(f"{run.sequence}/{run.algorithm}: {err}")
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    results_path = args.output_dir / RESULTS_FILE
+    results = recorded_runs(results_path, overrides) if args.resume else {}
+    printed: list[dict[str, Any]] = []
+    baselines: Baselines = {}
+
+    def emit(line: dict[str, Any]) -> None:
+        text = json.dumps(line)
+        print(text, flush=True)
+        with results_path.open("a") as fh:
+            fh.write(text + "\n")
+        printed.append(line)
+
+    with logging_redirect_tqdm(), tqdm(runs, desc="forgetting runs", unit="run") as bar:
+        for run in bar:
+            label = f"{run.sequence}/{run.algorithm}/seed-{run.seed}"
+            bar.set_postfix_str(label)
+            if run.key in results:
+                logger.info("%s: already recorded, skipped (--resume)", label)
+                continue
+            line = {
+                **run_once(run, configs[run.key], args.keep_checkpoints, baselines),
+                "overrides": overrides,
+            }
+            logger.info(
+                "%s: ACC %.3f, forgetting %s, %.0f s",
+                label,
+                line["ACC"],
+                line["forgetting"],
+                line["wall_s"],
+            )
+            results[run.key] = line
+            emit(line)
+    for sequence, algorithm in dict.fromkeys((r.sequence, r.algorithm) for r in runs):
+        lines = [results[r.key] for r in runs if (r.sequence, r.algorithm) == (sequence, algorithm)]
+        emit(summary(sequence, algorithm, lines))
+    return printed
+
+
+if __name__ == "__main__":
+    main()

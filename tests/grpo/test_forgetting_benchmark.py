@@ -1,0 +1,192 @@
+"""benchmarks/forgetting.py: quick mode with the tiny model, its output lines, --resume, and
+the rejection of bad names before anything runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+from tau2.continual_learning import GRPOConfig
+from tau2.continual_learning.grpo.config import ConfigError
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "forgetting.py"
+RUN_KEYS = {
+    "sequence",
+    "algorithm",
+    "seed",
+    "domains",
+    "ACC",
+    "BWT",
+    "FWT",
+    "forgetting",
+    "accuracy_matrix",
+    "baseline",
+    "wall_s",
+    "peak_rss_mb",
+    "overrides",
+}
+METRICS = ("ACC", "BWT", "FWT", "forgetting", "wall_s")
+TINY = [
+    "--set", "max_turns=1",
+    "--set", "max_new_tokens_per_turn=8",
+    "--set", "eval_tasks_per_domain=1",
+    "--set", "warm_start_demos_per_domain=1",
+    "--set", "num_samples_per_prompt=2",
+    "--set", "batch_size_per_gpu=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("forgetting_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def printed_lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_quick_run_lines_summaries_and_resume(bench, tmp_path, tiny_model_dir, capsys, monkeypatch):
+    models, alive = [], []
+
+    class Recording(bench.GRPOTrainer):
+        def __init__(self, config):
+            alive.append([ref for ref in models if ref() is not None])
+            super().__init__(config)
+            models.append(weakref.ref(self.model))
+
+    monkeypatch.setattr(bench, "GRPOTrainer", Recording)
+    argv = ["--quick", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)]
+    argv += TINY
+    returned = bench.main(argv)
+    lines = printed_lines(capsys)
+    assert returned == lines
+    runs = [line for line in lines if not line.get("summary")]
+    summaries = [line for line in lines if line.get("summary")]
+    assert lines == runs + summaries
+    assert [(r["sequence"], r["algorithm"], r["seed"]) for r in runs] == [
+        ("interference", "sequential", 0),
+        ("interference", "replay", 0),
+    ]
+    metrics_files = []
+    for run in runs:
+        assert set(run) == RUN_KEYS
+        assert run["domains"] == ["airline", "airline_v2"]
+        assert len(run["accuracy_matrix"]) == 2 and all(len(r) == 2 for r in run["accuracy_matrix"])
+        assert len(run["baseline"]) == 2
+        assert run["overrides"]["max_steps_per_domain"] == 1  # --quick
+        assert run["overrides"]["eval_tasks_per_domain"] == 1  # --set wins over --quick
+        folder = tmp_path / "interference" / run["algorithm"] / "seed-0"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics_files.append(metrics)
+        assert metrics["accuracy_matrix"] == run["accuracy_matrix"]
+        assert metrics["cl_algorithm"] == run["algorithm"]
+        assert not (folder / "checkpoints").exists()
+    first_domain = [  # the same until replay has an earlier domain: a fresh model per run
+        (m["warm_start"]["airline"]["epoch_losses"], m["step_stats"][0]) for m in metrics_files
+    ]
+    assert first_domain[0] == first_domain[1]
+    for run, row in zip(runs, summaries, strict=True):
+        assert (row["sequence"], row["algorithm"], row["runs"], row["seeds"]) == (
+            run["sequence"],
+            run["algorithm"],
+            1,
+            [0],
+        )
+        for name in METRICS:
+            assert row[f"{name}_mean"] == run[name] and row[f"{name}_std"] == 0.0
+    assert len(models) == 2 and alive == [[], []]  # each run's model freed before the next
+    recorded = (tmp_path / "forgetting.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in recorded] == lines
+
+    monkeypatch.setattr(bench, "GRPOTrainer", None)  # a run would fail now
+    assert bench.main([*argv, "--resume"]) == summaries
+    assert printed_lines(capsys) == summaries
+    assert len((tmp_path / "forgetting.jsonl").read_text().splitlines()) == len(lines) + 2
+
+
+def test_summary_is_mean_and_population_std_over_runs(bench):
+    lines = [
+        {"seed": s, "ACC": acc, "BWT": -acc, "FWT": None, "forgetting": f, "wall_s": 10.0}
+        for s, acc, f in ((0, 0.2, 0.0), (1, 0.4, 0.5), (2, 0.6, 0.1))
+    ]
+    row = bench.summary("plain", "replay", lines)
+    assert (row["runs"], row["seeds"]) == (3, [0, 1, 2])
+    assert row["ACC_mean"] == pytest.approx(0.4)
+    assert row["ACC_std"] == pytest.approx((0.08 / 3) ** 0.5)
+    assert row["BWT_mean"] == pytest.approx(-0.4)
+    assert row["FWT_mean"] is None and row["FWT_std"] is None
+    assert (row["wall_s_mean"], row["wall_s_std"]) == (10.0, 0.0)
+
+
+def test_plan_order_and_config_precedence(bench, tmp_path, monkeypatch):
+    args = bench.build_parser().parse_args(["--set", "max_steps_per_domain=5"])
+    runs = bench.planned_runs(args)
+    assert [(r.sequence, r.algorithm) for r in runs[:6]] == [
+        ("interference", "sequential"),
+        ("interference", "replay"),
+        ("interference", "adaptive_replay"),
+        ("interference", "warm_start_only"),
+        ("plain", "sequential"),
+        ("plain", "replay"),
+    ]
+    assert [r.seed for r in runs] == [0] * 6 + [1] * 6 + [2] * 6
+    monkeypatch.setattr(bench, "GRPOConfig", dict)  # the fields a run's config is built from
+    overrides = dict(args.overrides)
+    plain = runs[-1].config(overrides, tmp_path)
+    assert plain == {
+        "max_steps_per_domain": 5,
+        "cl_algorithm": "replay",
+        "domains": ["airline", "retail", "telecom"],
+        "seed": 2,
+        "skills_seed": 2,
+        "output_dir": str(tmp_path / "plain" / "replay" / "seed-2"),
+    }
+    warm = next(r for r in runs if r.algorithm == "warm_start_only").config(overrides, tmp_path)
+    assert (warm["cl_algorithm"], warm["max_steps_per_domain"]) == ("sequential", 0)
+
+
+def test_warm_start_only_trains_no_grpo_step(bench, tmp_path, tiny_model_dir, capsys):
+    try:
+        GRPOConfig(output_dir=str(tmp_path), max_steps_per_domain=0, warm_start_demos_per_domain=1)
+    except ConfigError:
+        pytest.skip("GRPOConfig does not accept max_steps_per_domain=0 yet")
+    argv = ["--quick", "--algorithms", "warm_start_only", "--output_dir", str(tmp_path)]
+    bench.main([*argv, "--model_name_or_path", str(tiny_model_dir), *TINY])
+    run, _ = printed_lines(capsys)
+    assert run["algorithm"] == "warm_start_only" and len(run["accuracy_matrix"]) == 2
+    folder = tmp_path / "interference" / "warm_start_only" / "seed-0"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["global_steps"] == 0 and set(metrics["warm_start"]) == set(run["domains"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--algorithms", "nope"], "invalid choice: 'nope'"),
+        (["--sequences", "nope"], "invalid choice: 'nope'"),
+        (["--set", "not_a_field=1"], "not a GRPOConfig field"),
+        (["--set", "seed=3"], "set by the benchmark"),
+        (["--interference_domains", "airline"], "at least two domains"),
+        (["--sequences", "plain", "--algorithms", "adaptive_replay"], "no run"),
+        (["--set", "max_turns=0"], "max_turns"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_any_run(bench, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*argv, "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if argv[0] == "--algorithms":
+        assert all(name in err for name in bench.ALGORITHMS)
+    assert not list(tmp_path.iterdir())
