@@ -124,8 +124,15 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def final_weights(out):
+    """The trained weights of the latest checkpoint (the CLI trains a LoRA adapter by default)."""
     root = out / "checkpoints"
-    return load_file(str(root / (root / "latest").read_text() / "model" / "model.safetensors"))
+    model = root / (root / "latest").read_text() / "model"
+    (weights,) = [
+        model / f
+        for f in ("adapter_model.safetensors", "model.safetensors")
+        if (model / f).is_file()
+    ]
+    return load_file(str(weights))
 
 
 def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(

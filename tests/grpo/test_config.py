@@ -122,3 +122,14 @@ def test_algorithms_check_their_parameters_with_the_config_rules():
         ReplayCL(replay_ratio=1.5)
     with pytest.raises(ValueError, match=r"initial_replay_ratio=0\.9 is invalid: within"):
         AdaptiveReplayCL(initial_replay_ratio=0.9, max_replay_ratio=0.5)
+
+
+def test_a_cpu_only_run_trains_on_the_cpu_with_or_without_bf16(tmp_path):
+    """Without ``use_cpu`` on a CPU whose torch lacks bf16, torchrun ranks each trained alone
+    (no process group): the two-process test caught it on an AVX2-only machine."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the device is the GPU")
+    for bf16 in (False, None):  # None: bf16 where the CPU supports it
+        assert GRPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to=[]).use_cpu is True

@@ -28,7 +28,7 @@ class CrashingReplayCL(ReplayCL):
 
 
 def run(tmp_path, tokenizer, algorithm_cls, settings, resume=False):
-    config = GRPOConfig(output_dir=str(tmp_path), **settings, **RESUME)
+    config = GRPOConfig(output_dir=str(tmp_path), **{**settings, **RESUME})
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
     trainer.cl_algorithm = algorithm_cls(replay_ratio=0.5, min_buffer_size=1)
     if resume:

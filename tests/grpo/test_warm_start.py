@@ -202,8 +202,12 @@ def test_replayed_demonstrations_follow_the_ratio(tmp_path, tokenizer, tiny_mode
     """The trainer hook on the second domain (without the GRPO steps around it)."""
     config = GRPOConfig(
         output_dir=str(tmp_path),
-        **{**tiny_run, "cl_algorithm": "replay", "replay_ratio": 0.25},
-        warm_start_demos_per_domain=2,
+        **{
+            **tiny_run,
+            "cl_algorithm": "replay",
+            "replay_ratio": 0.25,
+            "warm_start_demos_per_domain": 2,
+        },
     )
     trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
     trainer.domain_index, trainer.current_domain = 1, "telecom"
@@ -217,9 +221,21 @@ def test_replayed_demonstrations_follow_the_ratio(tmp_path, tokenizer, tiny_mode
     assert [e.task.domain for e in replay] == ["retail"]
 
 
-def test_warm_start_is_off_by_default(tmp_path):
+def test_the_default_job_warm_starts_a_lora_adapter(tmp_path):
+    """The measured defaults (docs/grpo.md, warm start): 16 demonstrations at 1e-3, LoRA."""
     config = GRPOConfig(output_dir=str(tmp_path), report_to=[])
-    assert config.warm_start_demos_per_domain == 0
+    assert config.warm_start_demos_per_domain == 16
+    assert config.warm_start_learning_rate == 1e-3 and config.use_peft
+    assert config.tool_response_limit == 300
+    assert (
+        GRPOConfig(
+            output_dir=str(tmp_path), report_to=[], task_source="tau2", domains=["telecom"]
+        ).tool_response_limit
+        is None
+    )
+    assert (
+        GRPOConfig(output_dir=str(tmp_path), max_tool_response_chars=0).tool_response_limit is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -276,8 +276,10 @@ class GRPOConfig(trl.GRPOConfig):
             self.activation_checkpointing = bool(self.gradient_checkpointing)
         if self.bf16 is None:
             self.bf16 = bf16_supported()
-        if self.bf16 and not self._cuda():
-            self.use_cpu = True  # transformers' spelling for "bf16 autocast on the CPU"
+        if not self._cuda():
+            # transformers' spelling for "train on the CPU": bf16 autocast there, and the
+            # gloo process group under torchrun (without it each rank trained alone)
+            self.use_cpu = True
         self._validate()
         self.num_generations = self.num_samples_per_prompt
         self.per_device_train_batch_size = self.micro_batch_size or self.group_batch_size
