@@ -1,4 +1,4 @@
-"""Split-digits benchmark of every tensor-level CL method (issue 5).
+"""Split-digits benchmark of every tensor-level CL method.
 
 Setting: scikit-learn digits split into 5 tasks of 2 classes, MLP 64-256-256-10, SGD
 (lr 0.05, momentum 0.8), 5 epochs per task, batch 32, buffer 200 samples (the generative
