@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer = GRPOTrainer(config)
     if config.resume_from_checkpoint:
         trainer.load_checkpoint(config.resume_from_checkpoint)
-    metrics = trainer.train()
+    try:
+        metrics = trainer.train()
+    finally:
+        trainer.close()
     summary = {
         k: metrics.get(k)
         for k in (

@@ -37,6 +37,7 @@ import trl
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
 
 USER_MODES = ("auto", "solo", "llm", "hf")
+ROLLOUT_BACKENDS = ("hf", "vllm", "auto")
 MICRO_BATCH_SIZE_DEFAULT = 1
 """Default ``micro_batch_size``: keeps the default CPU job under 6 GB peak RSS (docs/grpo.md)."""
 
@@ -48,6 +49,13 @@ class ConfigError(ValueError):
 def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
     if not condition:
         raise ConfigError(f"GRPOConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _single_process() -> bool:
+    """Not one rank of several (torchrun sets ``WORLD_SIZE``)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def bf16_supported() -> bool:
@@ -242,6 +250,19 @@ class GRPOConfig(trl.GRPOConfig):
             "help": "Prompt-side start of every agent turn (default: the tool-call opening)."
         },
     )
+    # -- sampling engine --------------------------------------------------------------------
+    rollout_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Engine of rollouts, evaluation and probes: hf (transformers), vllm (one "
+            "in-process vLLM engine for the run, weights loaded after every optimizer step) "
+            "or auto (vllm where installed and the run is one process, else hf)."
+        },
+    )
+    vllm_kv_cache_gb: float = field(
+        default=1.0,
+        metadata={"help": "KV cache of the vLLM engine in GB (it shares memory with training)."},
+    )
     # -- user simulator ---------------------------------------------------------------------
     user_mode: str = field(
         default="auto",
@@ -323,6 +344,16 @@ class GRPOConfig(trl.GRPOConfig):
         """Episodes each device rolls out (in one ``rollout_func`` call) and trains on per
         optimizer step: ``group_batch_size x gradient_accumulation_steps``."""
         return self.group_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def sampling_backend(self) -> str:
+        """``rollout_backend`` resolved: ``auto`` is ``vllm`` where vLLM is installed and the run
+        is a single process (the engine is colocated in that process), else ``hf``."""
+        if self.rollout_backend != "auto":
+            return self.rollout_backend
+        from tau2.continual_learning.rollout.engines.vllm import vllm_available
+
+        return "vllm" if vllm_available() and _single_process() else "hf"
 
     def engine_args(self, output_dir: str) -> GRPOConfig:
         """The arguments TRL's engine runs with: a copy writing to ``output_dir`` whose
@@ -506,8 +537,36 @@ class GRPOConfig(trl.GRPOConfig):
             self.max_consecutive_nonfinite_losses,
             "an integer >= 1",
         )
+        self._check_rollout_backend()
         _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")
+
+    def _check_rollout_backend(self) -> None:
+        from tau2.continual_learning.rollout.engines.vllm import VLLM_MISSING, vllm_available
+
+        _check(
+            self.rollout_backend in ROLLOUT_BACKENDS,
+            "rollout_backend",
+            self.rollout_backend,
+            f"one of {ROLLOUT_BACKENDS}",
+        )
+        _check(
+            not self.use_vllm,
+            "use_vllm",
+            self.use_vllm,
+            "False: TRL's own vLLM engine would be rebuilt for every domain; set "
+            "rollout_backend='vllm' for one engine per run",
+        )
+        _check(self.vllm_kv_cache_gb > 0, "vllm_kv_cache_gb", self.vllm_kv_cache_gb, "> 0")
+        if self.rollout_backend == "vllm":
+            _check(vllm_available(), "rollout_backend", self.rollout_backend, VLLM_MISSING)
+            _check(
+                _single_process(),
+                "rollout_backend",
+                self.rollout_backend,
+                "'hf' or 'auto' under torchrun: the vLLM engine runs inside a single training "
+                "process (docs/grpo.md#sampling-engine)",
+            )
 
     def _check_warm_start(self) -> None:
         def integer(value: Any) -> bool:

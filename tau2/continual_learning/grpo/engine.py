@@ -95,6 +95,15 @@ class Engine(trl.GRPOTrainer):
         self.continual = continual
         self._extra_loss_due = True
         super().__init__(*args, **kwargs)
+        policy = continual.rollouts.policy
+        if hasattr(policy, "sync"):
+            # Rollouts sampled by vLLM: TRL's vLLM path without TRL's engine. TRL then loads the
+            # weights into ours before each rollout_func call, and re-scores the sampled tokens
+            # to apply its importance-sampling correction (vllm_importance_sampling_*) for the
+            # gap between vLLM's numerics and the trained model's.
+            self.use_vllm = True
+            self.vllm_generation = _WeightSync(policy)
+            self._last_loaded_step = -1
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         """TRL's loss of one micro-batch; the CL term joins the first micro-batch of each
@@ -123,6 +132,16 @@ class Engine(trl.GRPOTrainer):
             and not self.aux_loss_enabled
             and not bool(torch.count_nonzero(inputs["advantages"]))
         )
+
+
+class _WeightSync:
+    """What TRL calls on its vLLM generation object before rollouts: our engine's ``sync``."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def sync_weights(self) -> None:
+        self.policy.sync()
 
 
 def zero_loss(model: Any) -> torch.Tensor:

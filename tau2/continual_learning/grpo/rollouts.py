@@ -17,7 +17,9 @@ from tau2.continual_learning.rollout import (
     HFPolicy,
     HFUser,
     LiteLLMUser,
+    Policy,
     UserModel,
+    VLLMPolicy,
     load_tasks,
 )
 
@@ -31,8 +33,8 @@ class Rollouts:
     def __init__(self, config: GRPOConfig, model: Any, tokenizer: Any) -> None:
         self.config = config
         self.model = model
-        self.policy = HFPolicy(model, tokenizer)
-        self.user = build_user(config, model, tokenizer)
+        self.policy = build_policy(config, model, tokenizer)
+        self.user = build_user(config, model, tokenizer, self.policy)
         self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
@@ -48,6 +50,12 @@ class Rollouts:
                 tasks = tasks[: cfg.eval_tasks_per_domain]
             self._tasks[key] = tasks
         return self._tasks[key]
+
+    def close(self) -> None:
+        """Shut the sampling engine down (a vLLM engine holds its KV cache until then)."""
+        close = getattr(self.policy, "close", None)
+        if close is not None:
+            close()
 
     def run(
         self, tasks: list[DomainTask], num_generations: int, temperature: float, seed: int
@@ -73,9 +81,25 @@ class Rollouts:
             return runner.run(tasks, num_generations=num_generations)
 
 
-def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | None:
+def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:
+    """The run's one sampling engine over ``model`` (see ``GRPOConfig.rollout_backend``)."""
+    if config.sampling_backend == "vllm":
+        return VLLMPolicy.from_model(
+            model,
+            tokenizer,
+            dtype="bfloat16" if config.bf16 else None,
+            kv_cache_gb=config.vllm_kv_cache_gb,
+            seed=config.seed,
+        )
+    return HFPolicy(model, tokenizer)
+
+
+def build_user(
+    config: GRPOConfig, model: Any, tokenizer: Any, policy: Policy | None = None
+) -> UserModel | None:
     """The user simulator for tasks without a ticket (``None``: solo tasks only). ``auto``
-    picks litellm when ``user_llm`` is set, solo for skill tasks, else the policy model."""
+    picks litellm when ``user_llm`` is set, solo for skill tasks, else the policy model (which
+    then samples through ``policy``, the run's engine)."""
     mode = config.user_mode
     if mode == "auto":
         mode = "llm" if config.user_llm else ("solo" if config.task_source == "skills" else "hf")
@@ -87,4 +111,5 @@ def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | No
         )
     if config.user_model_name_or_path:
         model, tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
-    return HFUser(model, tokenizer)
+        return HFUser(model, tokenizer)
+    return HFUser(model, tokenizer, engine=policy)

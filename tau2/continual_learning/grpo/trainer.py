@@ -210,6 +210,11 @@ class GRPOTrainer:
         """Where training is, for messages."""
         return f"at step {self.global_step} on {self.current_domain!r}"
 
+    def close(self) -> None:
+        """Release the sampling engine (a vLLM engine's memory and process group); the trainer
+        cannot sample afterwards. The command-line job calls it when the run ends."""
+        self.rollouts.close()
+
     # -- the run --------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Train through every domain; returns (and writes) the metrics."""
@@ -436,6 +441,8 @@ class GRPOTrainer:
                 "global_steps": self.global_step,
                 "nonfinite_losses": self.loss_guard.skipped,
                 "passes_without_signal": self.passes_without_signal,
+                "rollout_backend": cfg.sampling_backend,
+                "weight_syncs": getattr(self.rollouts.policy, "syncs", None),
                 "warm_start": dict(self.warm_start_stats),
                 "task_source": cfg.task_source,
                 "model_name_or_path": cfg.model_name_or_path,

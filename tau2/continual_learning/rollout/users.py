@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tau2.data_model.message import Message, MultiToolMessage, ToolMessage, UserMessage
 
-from tau2.continual_learning.rollout.engines.base import SamplingParams
+from tau2.continual_learning.rollout.engines.base import Policy, SamplingParams
 from tau2.continual_learning.rollout.engines.hf import HFPolicy
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class LiteLLMUser:
 
 
 class HFUser:
-    """An in-process transformers user model, batched like the agent (text only)."""
+    """An in-process transformers user model, batched like the agent (text only). ``engine``
+    samples it when given (e.g. the run's vLLM engine when the user is the policy model), else
+    an :class:`HFPolicy` over ``model``."""
 
     def __init__(
         self,
@@ -127,8 +129,9 @@ class HFUser:
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_batch_size: int = 64,
+        engine: Policy | None = None,
     ) -> None:
-        self.backend = HFPolicy(model, tokenizer, max_batch_size=max_batch_size)
+        self.backend = engine or HFPolicy(model, tokenizer, max_batch_size=max_batch_size)
         self.tokenizer = tokenizer
         self.sampling = SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p

@@ -23,6 +23,7 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
 from tau2.continual_learning.rollout.engines.sampler import draw
+from tau2.continual_learning.rollout.engines.weights import weights_version
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +166,7 @@ class HFPolicy:
 
         device_type = self.model.device.type
         return (
-            sum(p._version for p in self.model.parameters()),
+            weights_version(self.model),
             torch.is_autocast_enabled(device_type),
             torch.get_autocast_dtype(device_type),
         )

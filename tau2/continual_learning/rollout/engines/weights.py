@@ -1,0 +1,69 @@
+"""What an inference engine needs to know about a model being trained: when its weights changed
+(:func:`weights_version`) and what they are for inference (:func:`inference_weights`, LoRA
+adapters merged in)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+_optimizer_steps = 0
+_step_hook: Any = None
+
+
+def _count_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+def weights_version(model: Any) -> int:
+    """A counter that moves whenever ``model``'s weights may have changed: the sum of its
+    tensors' version counters (bumped by in-place writes: ``load_state_dict``, a PEFT merge,
+    most optimizers) plus the optimizer steps taken in this process. The second part is needed
+    because fused optimizers (``adamw_torch_fused``, transformers' default) write parameters
+    without bumping their version counters; torch's global step hook sees every step. Cheap (no
+    data is read), so engines call it before every batch."""
+    global _step_hook
+    if _step_hook is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _step_hook = register_optimizer_step_post_hook(_count_step)
+    return _optimizer_steps + sum(p._version for p in model.parameters())
+
+
+def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` pairs of ``model``'s weights under the plain transformers names, as an
+    engine built from the base model's config loads them.
+
+    For a PEFT LoRA model each adapted layer's weight is its base weight plus the active
+    adapters' delta (what ``merge_adapter`` would write), computed one layer at a time without
+    touching the model: merging and unmerging in place, as TRL does, would leave rounding
+    residue in the base weights after every step.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel):
+        with torch.no_grad():
+            yield from ((name, t.detach()) for name, t in model.state_dict().items())
+        return
+    base = model.get_base_model()
+    adapted = {
+        f"{name}.weight": module
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer) and not module.merged
+    }
+    with torch.no_grad():
+        for key, tensor in base.state_dict().items():
+            if ".lora_" in key or "modules_to_save." in key:
+                continue
+            key = key.replace(".base_layer.", ".").replace(".original_module.", ".")
+            module = adapted.get(key)
+            if module is not None:
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        tensor = tensor + module.get_delta_weight(adapter).to(tensor.dtype)
+            yield key, tensor.detach()
