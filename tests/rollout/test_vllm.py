@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("vllm")
 
-from tau2.continual_learning.model_loading import wrap_lora  # noqa: E402
-from tau2.continual_learning.rollout import HFPolicy, SamplingParams, VLLMPolicy  # noqa: E402
-from tau2.continual_learning.rollout.prompt import ChatFormat  # noqa: E402
-from tau2.continual_learning.tiny_model import build_tiny_model  # noqa: E402
+from tau2.continual_learning.model_loading import wrap_lora
+from tau2.continual_learning.rollout import HFPolicy, SamplingParams, VLLMPolicy
+from tau2.continual_learning.rollout.prompt import ChatFormat
+from tau2.continual_learning.tiny_model import build_tiny_model
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0)
 
@@ -66,9 +66,7 @@ def train_step(model, tokenizer, lr):
     model.eval()
 
 
-def test_greedy_continuations_and_their_logprobs_match_transformers(
-    tokenizer, follow, prompts
-):
+def test_greedy_continuations_and_their_logprobs_match_transformers(tokenizer, follow, prompts):
     model = vllm_shaped_model(tokenizer, seed=1)
     engine = follow(model)
     hf = HFPolicy(model, tokenizer, prefix_cache=False)
@@ -79,9 +77,7 @@ def test_greedy_continuations_and_their_logprobs_match_transformers(
         assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
 
 
-def test_sampled_logprobs_are_what_the_trained_model_gives_the_tokens(
-    tokenizer, follow, prompts
-):
+def test_sampled_logprobs_are_what_the_trained_model_gives_the_tokens(tokenizer, follow, prompts):
     """What TRL's importance-sampling correction compares: the engine's log-prob of each
     sampled token (after temperature) and the trained model's re-scored one."""
     model = vllm_shaped_model(tokenizer, seed=2)

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-
 _optimizer_steps = 0
 _step_hook: Any = None
 
