@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 
 TAU2_LOG_ENV = "TAU2_CL_TAU2_LOG_LEVEL"
 """Environment variable: a loguru level name (e.g. ``INFO``) re-enables tau2's own logging."""
@@ -26,6 +27,9 @@ def configure_tau2_environment() -> None:
     os.environ.setdefault("LITELLM_LOG", "ERROR")
     logging.getLogger("LiteLLM").setLevel(logging.ERROR)
     logging.getLogger("litellm").setLevel(logging.ERROR)
+    # TRL 1.16 warns on import, once per module, when vLLM is newer than its tested 0.31; we use
+    # vLLM only through our own engine (vLLM's CPU build is 0.32), not through TRL's.
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
     set_verbosity(os.environ.get(TAU2_LOG_ENV))
 
 

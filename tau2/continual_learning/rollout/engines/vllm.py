@@ -125,6 +125,12 @@ class VLLMPolicy:
             "seed": seed,
             "enforce_eager": device.type == "cpu",
         }
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # one engine per rank on the ranks' own process group, as TRL's colocate mode
+            settings["distributed_executor_backend"] = "external_launcher"
+            settings["seed"] = seed + dist.get_rank()
         settings.update(llm_kwargs)
         start = time.perf_counter()
         policy = cls(folder.name, tokenizer, follow=model, **settings)
