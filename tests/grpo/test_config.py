@@ -146,11 +146,7 @@ def test_the_vllm_backend_without_vllm_fails_clearly(monkeypatch):
     assert GRPOConfig(rollout_backend="auto").sampling_backend == "hf"
 
 
-def test_auto_picks_vllm_where_installed_and_single_process(monkeypatch):
+def test_auto_picks_vllm_where_installed():
     pytest.importorskip("vllm")
-    config = GRPOConfig(rollout_backend="auto")
-    assert config.sampling_backend == "vllm"
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as in one rank of a torchrun job
-    assert config.sampling_backend == "hf"
-    with pytest.raises(ConfigError, match="under torchrun"):
-        GRPOConfig(rollout_backend="vllm")
+    assert GRPOConfig(rollout_backend="auto").sampling_backend == "vllm"
+    assert GRPOConfig().sampling_backend == "hf"  # the default stays transformers

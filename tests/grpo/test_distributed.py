@@ -1,4 +1,5 @@
-"""torchrun with two CPU processes (gloo): training runs and both ranks agree."""
+"""torchrun with two CPU processes (gloo): training runs and both ranks agree, with the
+transformers engine and with one vLLM engine per rank."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ import os
 import subprocess
 import sys
 
+import pytest
 
-def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
+from tau2.continual_learning.tiny_model import build_tiny_model
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir, tokenizer, backend):
     model_dir = tiny_model_dir
+    extra = []
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+        model_dir = tmp_path / "tiny-vllm"  # head size 32: what vLLM's CPU attention supports
+        build_tiny_model(tokenizer, hidden_size=64, num_heads=2).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        extra = ["--rollout_backend", "vllm", "--vllm_kv_cache_gb", "0.125"]
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29531 if backend == 'hf' else 29533}",
         "-m", "tau2.scripts.train_grpo_cl",
         "--model_name_or_path", str(model_dir),
         "--domains", "telecom",
@@ -26,6 +39,7 @@ def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
         "--warm_start_demos_per_domain", "0",
         "--output_dir", str(out),
         "--report_to", "none",
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -46,3 +60,4 @@ def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir):
     ]  # each rank restores its own buffer on resume
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy_matrix"] == summaries[0]["accuracy_matrix"]
+    assert metrics["rollout_backend"] == backend

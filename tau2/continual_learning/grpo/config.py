@@ -51,13 +51,6 @@ def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"GRPOConfig.{name}={value!r} is invalid: {allowed}")
 
 
-def _single_process() -> bool:
-    """Not one rank of several (torchrun sets ``WORLD_SIZE``)."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1")) == 1
-
-
 def bf16_supported() -> bool:
     """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
     (AVX512-BF16/AMX: about 2x faster than float32 for the embedded model, measured)."""
@@ -255,8 +248,8 @@ class GRPOConfig(trl.GRPOConfig):
         default="hf",
         metadata={
             "help": "Engine of rollouts, evaluation and probes: hf (transformers), vllm (one "
-            "in-process vLLM engine for the run, weights loaded after every optimizer step) "
-            "or auto (vllm where installed and the run is one process, else hf)."
+            "in-process vLLM engine per process for the run, weights loaded after every "
+            "optimizer step) or auto (vllm where installed, else hf)."
         },
     )
     vllm_kv_cache_gb: float = field(
@@ -295,6 +288,8 @@ class GRPOConfig(trl.GRPOConfig):
             self.output_dir = "outputs/grpo_cl"
         if self.activation_checkpointing is None:
             self.activation_checkpointing = bool(self.gradient_checkpointing)
+        # transformers before 5.20 (vLLM's CPU build pins it) knows only the older name
+        self.gradient_checkpointing = self.activation_checkpointing
         if self.bf16 is None:
             self.bf16 = bf16_supported()
         if not self._cuda():
@@ -347,13 +342,13 @@ class GRPOConfig(trl.GRPOConfig):
 
     @property
     def sampling_backend(self) -> str:
-        """``rollout_backend`` resolved: ``auto`` is ``vllm`` where vLLM is installed and the run
-        is a single process (the engine is colocated in that process), else ``hf``."""
+        """``rollout_backend`` resolved: ``auto`` is ``vllm`` where vLLM is installed, else
+        ``hf``."""
         if self.rollout_backend != "auto":
             return self.rollout_backend
         from tau2.continual_learning.rollout.engines.vllm import vllm_available
 
-        return "vllm" if vllm_available() and _single_process() else "hf"
+        return "vllm" if vllm_available() else "hf"
 
     def engine_args(self, output_dir: str) -> GRPOConfig:
         """The arguments TRL's engine runs with: a copy writing to ``output_dir`` whose
@@ -560,13 +555,6 @@ class GRPOConfig(trl.GRPOConfig):
         _check(self.vllm_kv_cache_gb > 0, "vllm_kv_cache_gb", self.vllm_kv_cache_gb, "> 0")
         if self.rollout_backend == "vllm":
             _check(vllm_available(), "rollout_backend", self.rollout_backend, VLLM_MISSING)
-            _check(
-                _single_process(),
-                "rollout_backend",
-                self.rollout_backend,
-                "'hf' or 'auto' under torchrun: the vLLM engine runs inside a single training "
-                "process (docs/grpo.md#sampling-engine)",
-            )
 
     def _check_warm_start(self) -> None:
         def integer(value: Any) -> bool:
