@@ -135,3 +135,23 @@ def test_an_empty_prompt_is_rejected_clearly(tokenizer, tiny_model, prefix_cache
     policy = HFPolicy(tiny_model, tokenizer, prefix_cache=prefix_cache)
     with pytest.raises(ValueError, match="at least one token"):
         policy.generate([[1, 2], []], SamplingParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused_adamw", "foreach_adamw"])
+def test_weights_version_moves_with_every_optimizer_step_and_load(tokenizer, fused):
+    """Fused AdamW (transformers' default) writes parameters without bumping their version
+    counters; engines must still see the step (a prefix cache or a vLLM copy would go stale)."""
+    from tau2.continual_learning.rollout.engines.weights import weights_version
+    from tau2.continual_learning.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused, foreach=not fused)
+    before = weights_version(model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    after_step = weights_version(model)
+    assert after_step != before
+    assert weights_version(model) == after_step  # reading it changes nothing
+    model.load_state_dict(build_tiny_model(tokenizer, seed=1).state_dict())
+    assert weights_version(model) != after_step
