@@ -112,6 +112,8 @@ class VLLMPolicy:
         most free memory would starve it). On the CPU the engine runs eagerly (graph capture
         costs minutes there and gains little for small batches).
         """
+        import torch.distributed as dist
+
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         device = next(base.parameters()).device
         folder = tempfile.TemporaryDirectory(prefix="tau2-cl-vllm-")
@@ -125,8 +127,6 @@ class VLLMPolicy:
             "seed": seed,
             "enforce_eager": device.type == "cpu",
         }
-        import torch.distributed as dist
-
         if dist.is_initialized() and dist.get_world_size() > 1:
             # one engine per rank on the ranks' own process group, as TRL's colocate mode
             settings["distributed_executor_backend"] = "external_launcher"
