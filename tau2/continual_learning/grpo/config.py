@@ -35,6 +35,7 @@ from typing import Any
 import trl
 
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
+from tau2.continual_learning.rollout.engines.vllm import DEFAULT_KV_CACHE_GB
 
 USER_MODES = ("auto", "solo", "llm", "hf")
 ROLLOUT_BACKENDS = ("hf", "vllm", "auto")
@@ -253,7 +254,7 @@ class GRPOConfig(trl.GRPOConfig):
         },
     )
     vllm_kv_cache_gb: float = field(
-        default=1.0,
+        default=DEFAULT_KV_CACHE_GB,
         metadata={"help": "KV cache of the vLLM engine in GB (it shares memory with training)."},
     )
     # -- user simulator ---------------------------------------------------------------------
