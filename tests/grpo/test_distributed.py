@@ -18,7 +18,6 @@ def test_two_process_torchrun_ranks_agree(tmp_path, tiny_model_dir, tokenizer, b
     model_dir = tiny_model_dir
     extra = []
     if backend == "vllm":
-        pytest.importorskip("vllm")
         model_dir = tmp_path / "tiny-vllm"  # head size 32: what vLLM's CPU attention supports
         build_tiny_model(tokenizer, hidden_size=64, num_heads=2).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("vllm")
+import vllm  # noqa: F401  (a dev dependency: the README's test install has its CPU build)
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.rollouts import build_user

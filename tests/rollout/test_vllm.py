@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-pytest.importorskip("vllm")
+import vllm  # noqa: F401  (a dev dependency: the README's test install has its CPU build)
 
 from tau2.continual_learning.model_loading import wrap_lora
 from tau2.continual_learning.rollout import HFPolicy, SamplingParams, VLLMPolicy
