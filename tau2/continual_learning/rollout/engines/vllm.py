@@ -89,7 +89,6 @@ class VLLMPolicy:
         self.follow = follow
         self.syncs = 0
         """How many times the followed model's weights were loaded."""
-        self.sync_seconds = 0.0
         self._folder: tempfile.TemporaryDirectory | None = None
 
     @classmethod
@@ -164,14 +163,12 @@ class VLLMPolicy:
         version = weights_version(self.follow)
         if version == self._loaded_version:
             return False
-        start = time.perf_counter()
         self.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": inference_weights(self.follow)}
         )
         self.llm.reset_prefix_cache()
         self._loaded_version = weights_version(self.follow)
         self.syncs += 1
-        self.sync_seconds += time.perf_counter() - start
         return True
 
     def generate(
