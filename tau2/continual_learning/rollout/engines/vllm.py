@@ -157,7 +157,7 @@ class VLLMPolicy:
 
     def sync(self) -> bool:
         """Load the followed model's weights if they changed since the last load; ``True`` when
-        it loaded. Called before every batch, and by the trainer after each optimizer step."""
+        it loaded. Called before every batch, and by TRL before each rollout."""
         if self.follow is None:
             return False
         version = weights_version(self.follow)
