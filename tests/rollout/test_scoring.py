@@ -111,3 +111,45 @@ def test_every_skill_gold_replay_scores_one_and_empty_scores_zero(tokenizer):
             scorer.submit(t.domain, t.task, [], "agent_stop", False).result()[0] for t in tasks[:10]
         ]
     assert empty == [0.0] * 10
+
+
+def test_environment_rewards_are_memoised_on_tool_calls_and_results(tokenizer):
+    """A repeated trajectory reuses tau2's environment result (same reward info as an uncached
+    evaluation); a trajectory whose tool results differ is evaluated anew."""
+    from tau2.data_model.message import AssistantMessage, ToolMessage
+    from tau2.evaluator.evaluator_env import EnvironmentEvaluator
+
+    from tau2.continual_learning.rollout.environments import environment_constructor
+    from tau2.continual_learning.rollout.scoring import environment_reward
+
+    task = get_task("airline/12")
+    environment_reward.cache_clear()
+    (episode,) = _replay(tokenizer, [task], ScriptedUser())  # the runner scores it: one miss
+    messages = episode.messages
+    first = score_trajectory("airline", task.task, messages, "user_stop", solo_mode=False)
+    # the same calls and results with other words around them are the same case for tau2
+    reworded = [
+        m.model_copy(update={"content": "other words"})
+        if isinstance(m, AssistantMessage) and not m.is_tool_call()
+        else m
+        for m in messages
+    ]
+    again = score_trajectory("airline", task.task, reworded, "user_stop", solo_mode=False)
+    after = environment_reward.cache_info()
+    assert first[0] == again[0] == 1.0
+    assert again[1]["db_check"] == first[1]["db_check"]
+    assert (after.misses, after.hits) == (1, 2)
+    uncached = EnvironmentEvaluator.calculate_reward(
+        environment_constructor=environment_constructor("airline"),
+        task=task.task,
+        full_trajectory=messages,
+        solo_mode=False,
+    )
+    assert first[1]["db_check"] == uncached.model_dump(mode="json")["db_check"]
+
+    index = next(i for i, m in enumerate(messages) if isinstance(m, ToolMessage))
+    tampered = list(messages)
+    tampered[index] = messages[index].model_copy(update={"content": '{"forged": true}'})
+    reward, info = score_trajectory("airline", task.task, tampered, "user_stop", solo_mode=False)
+    assert reward == 0.0 and info["error"].startswith("ValueError")
+    assert environment_reward.cache_info()[:2] == (after.hits, after.misses + 1)

@@ -5,14 +5,24 @@
 the environment, action and communicate evaluators directly, so neither the registry nor
 litellm is imported, and it skips evaluators outside the basis (their result would be
 discarded). This module does not import torch, so pool workers start quickly.
+
+The environment evaluator is the expensive one: for every episode it parses the domain's
+database from disk twice (the episode's and the gold environment) and hashes both (about 1.6 s
+per airline episode, 20% of an untrained greedy evaluation, profiled). Its result is a pure
+function of the task and of the trajectory's tool calls and tool results (tau2 replays exactly
+those), so :func:`environment_reward` memoises it on them: GRPO groups repeat the same
+trajectory, and a task's successful trajectory recurs at every evaluation of the run.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import functools
+import json
 import logging
 import multiprocessing
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tau2.continual_learning import hygiene
@@ -21,6 +31,7 @@ hygiene.configure_tau2_environment()
 
 if TYPE_CHECKING:
     from tau2.data_model.message import Message
+    from tau2.data_model.simulation import RewardInfo
     from tau2.data_model.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -30,6 +41,66 @@ POOL_ERRORS = (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSErr
 
 SCORED_TERMINATIONS = frozenset({"agent_stop", "user_stop"})
 """Only these end reasons are scored; tau2 gives every other one reward 0."""
+
+ENVIRONMENT_REWARD_CACHE_SIZE = 4096
+"""Environment-evaluator results kept per process (a few KB each)."""
+
+
+@dataclass(frozen=True)
+class EnvironmentCase:
+    """One call of tau2's ``EnvironmentEvaluator``, equal to another exactly when tau2 would
+    compute the same result: same domain, mode and task, and the same tool calls and tool
+    results in the same order (``Environment.set_state`` replays only those and ignores every
+    other message, except that solo mode refuses user messages)."""
+
+    domain: str
+    solo_mode: bool
+    task_json: str
+    trajectory_key: tuple
+    task: Task = field(compare=False, repr=False)
+    messages: list[Message] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls, domain: str, task: Task, messages: list[Message], solo_mode: bool
+    ) -> EnvironmentCase:
+        from tau2.data_model.message import ToolMessage, UserMessage
+
+        key: list[tuple] = []
+        for message in messages:
+            calls = getattr(message, "tool_calls", None)
+            if calls:
+                key.append(
+                    (
+                        message.role,
+                        tuple(
+                            (c.id, c.name, json.dumps(c.arguments, sort_keys=True), c.requestor)
+                            for c in calls
+                        ),
+                    )
+                )
+            elif isinstance(message, ToolMessage):
+                key.append(("tool", message.id, message.content))
+            elif isinstance(message, UserMessage):
+                key.append(("user",))
+        return cls(domain, solo_mode, task.model_dump_json(), tuple(key), task, messages)
+
+
+@functools.lru_cache(maxsize=ENVIRONMENT_REWARD_CACHE_SIZE)
+def environment_reward(case: EnvironmentCase) -> RewardInfo:
+    """tau2's ``EnvironmentEvaluator.calculate_reward`` for ``case``, memoised per process
+    (``environment_reward.cache_info()`` counts hits; exceptions are not cached). The result
+    is shared between hits: read it, do not modify it."""
+    from tau2.evaluator.evaluator_env import EnvironmentEvaluator
+
+    from tau2.continual_learning.rollout.environments import environment_constructor
+
+    return EnvironmentEvaluator.calculate_reward(
+        environment_constructor=environment_constructor(case.domain),
+        task=case.task,
+        full_trajectory=case.messages,
+        solo_mode=case.solo_mode,
+    )
 
 
 def score_trajectory(
@@ -42,9 +113,6 @@ def score_trajectory(
     from tau2.data_model.tasks import RewardType
     from tau2.evaluator.evaluator_action import ActionEvaluator
     from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
-    from tau2.evaluator.evaluator_env import EnvironmentEvaluator
-
-    from tau2.continual_learning.rollout.environments import environment_constructor
 
     if termination_reason not in SCORED_TERMINATIONS:
         note = f"Simulation terminated prematurely. Termination reason: {termination_reason}"
@@ -59,12 +127,7 @@ def score_trajectory(
     try:
         parts: dict[str, RewardInfo] = {}
         if basis & {RewardType.DB, RewardType.ENV_ASSERTION}:
-            parts["env"] = EnvironmentEvaluator.calculate_reward(
-                environment_constructor=environment_constructor(domain),
-                task=task,
-                full_trajectory=messages,
-                solo_mode=solo_mode,
-            )
+            parts["env"] = environment_reward(EnvironmentCase.of(domain, task, messages, solo_mode))
         if RewardType.ACTION in basis:
             parts["action"] = ActionEvaluator.calculate_reward(task=task, full_trajectory=messages)
         if RewardType.COMMUNICATE in basis:
