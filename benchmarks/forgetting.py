@@ -4,8 +4,8 @@ Two domain sequences, each trained by several algorithms with 3 seeds (a seed se
 ``seed`` and ``skills_seed``, so it also draws the generated skill tasks):
 
 * ``interference``: ``airline -> airline_v2`` (``--interference_domains``): a domain, then its
-  API-migration variant, whose renamed and re-shaped tools contradict what the first domain
-  taught. Algorithms: ``sequential`` (the forgetting baseline), ``replay``,
+  API-migration variant, whose tools keep their names but take renamed and re-shaped
+  arguments, so what the second domain teaches contradicts the first. Algorithms: ``sequential`` (the forgetting baseline), ``replay``,
   ``adaptive_replay`` and ``warm_start_only`` (sequential, the supervised warm start on gold
   demonstrations and no GRPO steps: ``max_steps_per_domain=0``; the contrast that supervised
   fine-tuning forgets more than RL).

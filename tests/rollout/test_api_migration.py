@@ -3,6 +3,7 @@ boundary, scored by tau2's evaluators on the base domain's environment."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 
@@ -22,7 +23,13 @@ from tau2.continual_learning.rollout.tasks.api_migration import (
     Renamed,
 )
 from tau2.continual_learning.rollout.tasks.skills import DISTRACTORS
-from tau2.continual_learning.rollout.tool_format import DONE_TOOL, RESPONSE_OPEN, format_call
+from tau2.continual_learning.rollout.tool_format import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    DONE_TOOL,
+    RESPONSE_OPEN,
+    format_call,
+)
 
 VARIANTS = list(VARIANT_DOMAINS)
 
@@ -31,12 +38,13 @@ def _skills(domain: str, split: str = "train") -> list:
     return load_tasks(domain, split, task_source="skills")
 
 
-def _tau2_names(domain: str) -> set[str]:
-    return {s["name"] for s in tool_schemas(domain)}
+def _tau2_arguments(domain: str) -> dict[str, set[str]]:
+    """Each tau2 tool's argument names."""
+    return {s["name"]: set(s["parameters"].get("properties", {})) for s in tool_schemas(domain)}
 
 
-def _v1_names_in(text: str, domain: str) -> list[str]:
-    return [n for n in _tau2_names(domain) if re.search(rf"\b{re.escape(n)}\b", text)]
+def _v2_arguments(base: str) -> dict[str, list[str]]:
+    return {row.tool: [name for name, _ in row.arguments] for row in MIGRATED_APIS[base].tools}
 
 
 def _run(tokenizer, tasks, script):
@@ -65,18 +73,19 @@ def test_gold_demonstrations_are_v2_calls_that_tau2_scores_one(tokenizer, varian
     assert not demos.failed and not demos.too_long
     assert [e.key for e in demos.episodes] == [t.key for t in sample]
     base = VARIANT_DOMAINS[variant]
-    v2_names = {row.name for row in MIGRATED_APIS[base].tools}
+    v2_arguments = _v2_arguments(base)
     for episode in demos.episodes:
-        text = tokenizer.decode(episode.prompt_ids) + episode.completion_text
-        assert not _v1_names_in(text, base), episode.key
-        written = re.findall(re.escape(CALL_PREFIX) + r"(\w+)", text)
-        assert set(written) - {DONE_TOOL} <= v2_names and DONE_TOOL in written
+        pattern = re.escape(CALL_OPEN) + "(.*?)" + re.escape(CALL_CLOSE)
+        written = [json.loads(c) for c in re.findall(pattern, episode.completion_text)]
+        assert written[-1]["name"] == DONE_TOOL
+        for call in written[:-1]:  # v2 arguments only
+            assert set(call["arguments"]) <= set(v2_arguments[call["name"]]), episode.key
         real = [c.name for m in episode.messages for c in getattr(m, "tool_calls", None) or []]
         assert real == [a.name for a in episode.task.task.evaluation_criteria.actions]
         assert len(episode.prompt_ids) <= 600
 
 
-def test_v1_calls_on_a_variant_are_unknown_tools_and_score_zero_and_the_reverse(tokenizer):
+def test_v1_calls_fail_on_a_variant_and_v2_calls_fail_on_its_base(tokenizer):
     v1 = next(
         t
         for t in _skills("airline")
@@ -88,12 +97,15 @@ def test_v1_calls_on_a_variant_are_unknown_tools_and_score_zero_and_the_reverse(
     (episode,) = _run(tokenizer, [v2], gold_script([v1]))
     assert v1_episode.reward == 1.0
     assert episode.termination_reason == "agent_stop" and episode.reward == 0.0
-    assert "Error: Tool 'cancel_reservation' not found." in episode.completion_text
+    assert (
+        "Error: Tool 'cancel_reservation' has no argument 'reservation_id'; "
+        "its arguments: booking_ref." in episode.completion_text
+    )
     assert not any(getattr(m, "tool_calls", None) for m in episode.messages)  # nothing ran
     (reverse,) = _run(tokenizer, [v1], gold_script([v2]))  # and v2 calls fail on v1
-    assert (
-        reverse.reward == 0.0 and "Error: Tool 'void_booking' not found." in reverse.completion_text
-    )
+    assert reverse.reward == 0.0 and "booking_ref" in reverse.completion_text
+    results = [m.content for m in reverse.messages if m.role == "tool"]
+    assert results and all(r.startswith("Error") for r in results)
 
 
 @pytest.mark.parametrize(
@@ -101,18 +113,18 @@ def test_v1_calls_on_a_variant_are_unknown_tools_and_score_zero_and_the_reverse(
     [
         (
             AIRLINE_V2,
-            ("find_flights", {"route": "JFK-LAX", "travel_date": "2024-05-20"}),
+            ("search_direct_flight", {"route": "JFK-LAX", "travel_date": "2024-05-20"}),
             ("search_direct_flight", {"origin": "JFK", "destination": "LAX", "date": "2024-05-20"}),
         ),
         (
             AIRLINE_V2,
-            ("void_booking", {"booking_ref": "PNR-ZFA04Y"}),
+            ("cancel_reservation", {"booking_ref": "PNR-ZFA04Y"}),
             ("cancel_reservation", {"reservation_id": "ZFA04Y"}),
         ),
-        (AIRLINE_V2, ("airport_directory", {}), ("list_all_airports", {})),
+        (AIRLINE_V2, ("list_all_airports", {}), ("list_all_airports", {})),
         (
             RETAIL_V2,
-            ("match_account", {"full_name": "Yusuf Rossi", "postcode": "19122"}),
+            ("find_user_id_by_name_zip", {"full_name": "Yusuf Rossi", "postcode": "19122"}),
             (
                 "find_user_id_by_name_zip",
                 {"first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"},
@@ -120,17 +132,17 @@ def test_v1_calls_on_a_variant_are_unknown_tools_and_score_zero_and_the_reverse(
         ),
         (
             RETAIL_V2,
-            ("withdraw_order", {"order_ref": "ORD-W2378156", "cause": "ordered by mistake"}),
+            ("cancel_pending_order", {"order_ref": "ORD-W2378156", "cause": "ordered by mistake"}),
             ("cancel_pending_order", {"order_id": "#W2378156", "reason": "ordered by mistake"}),
         ),
         (
             TELECOM_V2,
-            ("roaming_off", {"line_ref": "C1001/L1002"}),
+            ("disable_roaming", {"line_ref": "C1001/L1002"}),
             ("disable_roaming", {"customer_id": "C1001", "line_id": "L1002"}),
         ),
         (
             TELECOM_V2,
-            ("billing_history", {"subscriber_id": "C1001"}),  # optional max_items left out
+            ("get_bills_for_customer", {"subscriber_id": "C1001"}),  # optional max_items left out
             ("get_bills_for_customer", {"customer_id": "C1001"}),
         ),
     ],
@@ -143,20 +155,25 @@ def test_calls_round_trip_between_v2_and_tau2(api, v2_call, tau2_call):
 @pytest.mark.parametrize(
     ("name", "arguments", "message"),
     [
-        ("search_direct_flight", {"origin": "JFK"}, "Tool 'search_direct_flight' not found."),
-        ("find_flights", {"route": "JFK LAX", "travel_date": "2024-05-20"}, "like 'JFK-LAX'"),
-        ("find_flights", {"route": "JFK-LAX-SFO", "travel_date": "x"}, "like 'JFK-LAX'"),
-        ("find_flights", {"route": "JFK-", "travel_date": "x"}, "like 'JFK-LAX'"),
-        ("find_flights", {"route": "JFK-LAX"}, "needs the argument 'travel_date'"),
+        ("find_flights", {"route": "JFK-LAX"}, "Tool 'find_flights' not found."),
+        ("search_direct_flight", {"origin": "JFK"}, "has no argument 'origin'"),
         (
-            "find_flights",
+            "search_direct_flight",
+            {"route": "JFK LAX", "travel_date": "2024-05-20"},
+            "like 'JFK-LAX'",
+        ),
+        ("search_direct_flight", {"route": "JFK-LAX-SFO", "travel_date": "x"}, "like 'JFK-LAX'"),
+        ("search_direct_flight", {"route": "JFK-", "travel_date": "x"}, "like 'JFK-LAX'"),
+        ("search_direct_flight", {"route": "JFK-LAX"}, "needs the argument 'travel_date'"),
+        (
+            "search_direct_flight",
             {"route": "JFK-LAX", "travel_date": "x", "date": "x"},
             "no argument 'date'",
         ),
-        ("lookup_booking", {"booking_ref": "ZFA04Y"}, "like 'PNR-ZFA04Y'"),
-        ("lookup_booking", {"booking_ref": "PNR-"}, "like 'PNR-ZFA04Y'"),
-        ("lookup_booking", {"booking_ref": 7}, "got 7"),
-        ("airport_directory", {"city": "x"}, "its arguments: none"),
+        ("get_reservation_details", {"booking_ref": "ZFA04Y"}, "like 'PNR-ZFA04Y'"),
+        ("get_reservation_details", {"booking_ref": "PNR-"}, "like 'PNR-ZFA04Y'"),
+        ("get_reservation_details", {"booking_ref": 7}, "got 7"),
+        ("list_all_airports", {"city": "x"}, "its arguments: none"),
     ],
 )
 def test_malformed_v2_calls_are_errors_for_the_agent(name, arguments, message):
@@ -166,44 +183,46 @@ def test_malformed_v2_calls_are_errors_for_the_agent(name, arguments, message):
 
 def test_a_malformed_v2_call_is_an_error_tool_message_in_the_episode(tokenizer):
     task = next(t for t in _skills("airline_v2") if "airline_search-" in t.task_id)
-    turns = [format_call("find_flights", {"route": "JFK to LAX", "travel_date": "x"})]
+    turns = [format_call("search_direct_flight", {"route": "JFK to LAX", "travel_date": "x"})]
     turns.append(format_call(DONE_TOOL, {}))
     (episode,) = _run(tokenizer, [task], lambda ctx: turns[min(ctx.count(RESPONSE_OPEN), 1)])
     assert episode.termination_reason == "agent_stop" and episode.reward == 0.0
-    assert "Error: Argument 'route' of tool 'find_flights' must look like" in (
+    assert "Error: Argument 'route' of tool 'search_direct_flight' must look like" in (
         episode.completion_text
     )
     assert '"route": "JFK to LAX"' in episode.completion_text  # the tokens keep what it wrote
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_v2_prompts_and_tickets_name_only_v2_tools(variant):
+def test_v2_prompts_show_v2_arguments_under_tau2_names(variant):
     base = VARIANT_DOMAINS[variant]
-    v2_names = {row.name for row in MIGRATED_APIS[base].tools} | {DONE_TOOL}
+    v2_arguments = _v2_arguments(base)
     hints = []
     for task in _skills(variant, "train") + _skills(variant, "test"):
         prompt = system_prompt(task)
-        listed = set(re.findall(r"^- (\w+)\(", prompt, re.M))
-        assert listed <= v2_names and len(listed) == len(task.tool_names) + 1
-        assert set(re.findall(r'"name": "(\w+)"', prompt)) <= v2_names  # the worked example
-        assert not _v1_names_in(prompt + task.task.ticket, base), task.key
+        listed = dict(re.findall(r"^- (\w+)\((.*?)\):", prompt, re.M))
+        assert set(listed) == set(task.tool_names) | {DONE_TOOL}
+        for name in task.tool_names:
+            shown = re.findall(r"(\w+): \w+", listed[name])
+            assert set(shown) <= set(v2_arguments[name]), task.key
+        example = json.loads(re.search(r"\{\"name\".*\}", prompt).group())  # worked example
+        assert set(example["arguments"]) <= set(v2_arguments[example["name"]])
         if task.task_id.endswith("-hint"):
             hints.append(re.search(r" Use (\w+)(?: then (\w+))?\.$", task.task.ticket))
-    assert hints and all(h and set(filter(None, h.groups())) <= v2_names for h in hints)
+    assert hints and all(h and set(filter(None, h.groups())) <= set(v2_arguments) for h in hints)
 
 
 @pytest.mark.parametrize("base", sorted(MIGRATED_APIS))
-def test_the_tables_cover_every_skill_tool_with_distinct_names(base):
+def test_the_tables_cover_every_skill_tool_and_rename_every_argument(base):
     api = MIGRATED_APIS[base]
     tools = {row.tool for row in api.tools}
     used = {a.name for t in _skills(base) for a in t.task.evaluation_criteria.actions}
     assert set(DISTRACTORS[base]) | used <= tools
-    names = [row.name for row in api.tools]
-    assert len(set(names)) == len(names) and not set(names) & _tau2_names(base)
-    schemas = {s["name"]: s for s in tool_schemas(base)}
-    for row in api.tools:  # every tau2 argument has exactly one v2 counterpart
-        fields = [f for _, arg in row.arguments for f in arg.fields]
-        assert sorted(fields) == sorted(schemas[row.tool]["parameters"].get("properties", {}))
+    tau2_arguments = _tau2_arguments(base)
+    for row in api.tools:  # so no call with arguments is right in both versions
+        v2 = {name for name, _ in row.arguments}
+        assert not v2 & tau2_arguments[row.tool], row.tool
+        assert {f for _, arg in row.arguments for f in arg.fields} == tau2_arguments[row.tool]
     reshaped = [
         row for row in api.tools if any(not isinstance(a, Renamed) for _, a in row.arguments)
     ]

@@ -71,20 +71,22 @@ def test_premature_termination_scores_zero_without_evaluating():
 
 
 def test_evaluator_exceptions_become_reward_zero():
+    """The gold call with a forged tool result passes the action check, and tau2's environment
+    replay then raises (the replayed result differs): reward 0 with the error."""
     from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage
 
-    task = get_task("airline/7")
-    call = ToolCall(
-        id="c0",
-        name="get_user_details",
-        arguments={"user_id": "mia_li_3668"},
-        requestor="assistant",
+    task = next(
+        t
+        for t in load_tasks("airline", "train", task_source="skills")
+        if "DB" in t.task.evaluation_criteria.reward_basis
     )
+    gold = task.task.evaluation_criteria.actions[-1]
+    call = ToolCall(id="c0", name=gold.name, arguments=gold.arguments, requestor="assistant")
     forged = [
         AssistantMessage(role="assistant", tool_calls=[call]),
         ToolMessage(id="c0", role="tool", content='{"forged": true}'),
     ]
-    reward, info = score_trajectory("airline", task.task, forged, "user_stop", solo_mode=False)
+    reward, info = score_trajectory("airline", task.task, forged, "agent_stop", solo_mode=False)
     assert reward == 0.0 and info["error"].startswith("ValueError")
 
 
@@ -153,3 +155,21 @@ def test_environment_rewards_are_memoised_on_tool_calls_and_results(tokenizer):
     reward, info = score_trajectory("airline", task.task, tampered, "user_stop", solo_mode=False)
     assert reward == 0.0 and info["error"].startswith("ValueError")
     assert environment_reward.cache_info()[:2] == (after.hits, after.misses + 1)
+
+
+def test_the_environment_check_is_skipped_once_the_action_check_failed():
+    """A write task's empty trajectory fails tau2's action check, so the reward is 0 whatever
+    the database says: the expensive environment evaluator is not run, and the reward info
+    says so."""
+    from tau2.continual_learning.rollout.scoring import ENV_SKIPPED, environment_reward
+
+    task = next(
+        t
+        for t in load_tasks("airline", "train", task_source="skills")
+        if "DB" in t.task.evaluation_criteria.reward_basis
+    )
+    misses = environment_reward.cache_info().misses
+    reward, info = score_trajectory("airline", task.task, [], "agent_stop", solo_mode=False)
+    assert reward == 0.0 and info["reward_breakdown"] == {"ACTION": 0.0}
+    assert info["db_check"] is None and info["info"]["env"] == {"note": ENV_SKIPPED}
+    assert environment_reward.cache_info().misses == misses

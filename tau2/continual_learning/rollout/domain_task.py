@@ -72,8 +72,8 @@ class DomainTask:
     solo: bool = False
     """True when the task runs with no user simulator (ticket tasks and skill tasks)."""
     tool_names: tuple[str, ...] | None = None
-    """tau2 tools shown to the agent (under ``tool_api``'s names when it has one); ``None`` =
-    every agent tool of the domain."""
+    """tau2 tools shown to the agent (with ``tool_api``'s arguments when it has one);
+    ``None`` = every agent tool of the domain."""
     tool_api: ToolAPI | None = field(default=None, compare=False, repr=False)
     """The API the agent calls when it is not tau2's (API-migration variants); ``None`` = the
     tau2 tools themselves."""

@@ -8,10 +8,13 @@ discarded). This module does not import torch, so pool workers start quickly.
 
 The environment evaluator is the expensive one: for every episode it parses the domain's
 database from disk twice (the episode's and the gold environment) and hashes both (about 1.6 s
-per airline episode, 20% of an untrained greedy evaluation, profiled). Its result is a pure
-function of the task and of the trajectory's tool calls and tool results (tau2 replays exactly
-those), so :func:`environment_reward` memoises it on them: GRPO groups repeat the same
-trajectory, and a task's successful trajectory recurs at every evaluation of the run.
+per airline episode, 20% of an untrained greedy evaluation, profiled). So it runs last, and only
+when the cheap action and communicate checks passed: the reward is their product, so a failed
+check makes it 0 whatever the database says (``reward_info`` then has no ``db_check``, and
+``info["env"]`` says why). And its result is a pure function of the task and of the
+trajectory's tool calls and tool results (tau2 replays exactly those), so
+:func:`environment_reward` memoises it on them: GRPO groups repeat the same trajectory, and a
+task's successful trajectory recurs at every evaluation of the run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ POOL_ERRORS = (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSErr
 
 SCORED_TERMINATIONS = frozenset({"agent_stop", "user_stop"})
 """Only these end reasons are scored; tau2 gives every other one reward 0."""
+
+ENV_SKIPPED = "not evaluated: the action or communicate check already gave reward 0"
+"""``reward_info["info"]["env"]["note"]`` of an episode whose environment check was skipped."""
 
 ENVIRONMENT_REWARD_CACHE_SIZE = 4096
 """Environment-evaluator results kept per process (a few KB each)."""
@@ -126,14 +132,15 @@ def score_trajectory(
         return 0.0, {"reward": 0.0, "error": note}
     try:
         parts: dict[str, RewardInfo] = {}
-        if basis & {RewardType.DB, RewardType.ENV_ASSERTION}:
-            parts["env"] = environment_reward(EnvironmentCase.of(domain, task, messages, solo_mode))
         if RewardType.ACTION in basis:
             parts["action"] = ActionEvaluator.calculate_reward(task=task, full_trajectory=messages)
         if RewardType.COMMUNICATE in basis:
             parts["communicate"] = CommunicateEvaluator.calculate_reward(
                 task=task, full_trajectory=messages
             )
+        env_needed = bool(basis & {RewardType.DB, RewardType.ENV_ASSERTION})
+        if env_needed and all(part.reward > 0 for part in parts.values()):
+            parts["env"] = environment_reward(EnvironmentCase.of(domain, task, messages, solo_mode))
     except Exception as exc:  # tau2 raises ValueError when a replayed tool result differs
         logger.warning("Scoring %s/%s failed: %s", domain, task.id, exc)
         return 0.0, {"reward": 0.0, "error": f"{type(exc).__name__}: {exc}"}
@@ -153,6 +160,8 @@ def score_trajectory(
         reward_breakdown=breakdown,
         info={name: part.info for name, part in parts.items()},
     )
+    if env_needed and "env" not in parts:
+        info.info["env"] = {"note": ENV_SKIPPED}
     return reward, info.model_dump(mode="json")
 
 

@@ -1,11 +1,13 @@
 """API-migration variants of the skill domains: ``airline_v2``, ``retail_v2``, ``telecom_v2``.
 
 A variant runs on its tau2 domain's database, environment and evaluators, but its agent sees
-another API, as after an API migration: every tool the skill tasks use has a new name and new
-argument names, and some arguments are re-shaped (two tau2 arguments joined into one,
-``route="JFK-LAX"``; a value with another prefix, ``booking_ref="PNR-ZFA04Y"``). Trained after
-its base domain, a variant interferes with it: the v2 names and formats overwrite the v1 ones
-(``docs/rollout.md``, "API-migration variants").
+another version of the API, as after a breaking API migration: the tools keep their names, and
+every argument is renamed, some also re-shaped (two tau2 arguments joined into one,
+``route="JFK-LAX"``; a value with another prefix, ``booking_ref="PNR-ZFA04Y"``). So a call
+that is right in one version is an error in the other, and trained after its base domain, a
+variant interferes with it: the same tool name now calls for other arguments. (A first version
+also renamed the tools; the model then told the versions apart by the names in its prompt and
+barely forgot, see ``docs/rollout.md``, "API-migration variants".)
 
 Each domain's API is one declarative table (:data:`AIRLINE_V2`, :data:`RETAIL_V2`,
 :data:`TELECOM_V2`). :class:`MigratedAPI` translates at the episode's tool-call boundary: a
@@ -99,10 +101,10 @@ def _malformed(example: str, value: Any) -> ValueError:
 
 @dataclass(frozen=True)
 class MigratedTool:
-    """One tool of a v2 API: the tau2 tool it calls, its v2 name, its v2 arguments in order."""
+    """One tool of a v2 API: the tau2 tool it calls (same name) and its v2 arguments in
+    order."""
 
     tool: str
-    name: str
     arguments: tuple[tuple[str, Argument], ...]
 
     def required(self, schema: dict[str, Any]) -> list[str]:
@@ -111,20 +113,19 @@ class MigratedTool:
         return [name for name, arg in self.arguments if needed & set(arg.fields)]
 
 
-def migrated(tool: str, name: str, **arguments: str | Joined | Prefixed) -> MigratedTool:
-    """A table row: ``migrated("calculate", "compute", formula="expression")``; a string
-    argument is a plain rename of that tau2 argument."""
+def migrated(tool: str, **arguments: str | Joined | Prefixed) -> MigratedTool:
+    """A table row: ``migrated("calculate", formula="expression")``; a string argument is a
+    plain rename of that tau2 argument."""
     return MigratedTool(
-        tool,
-        name,
-        tuple((k, Renamed(v) if isinstance(v, str) else v) for k, v in arguments.items()),
+        tool, tuple((k, Renamed(v) if isinstance(v, str) else v) for k, v in arguments.items())
     )
 
 
 @dataclass(frozen=True)
 class MigratedAPI:
     """The v2 API of a tau2 domain (the ``ToolAPI`` of its variant's tasks): the only tools
-    its agent can call. ``done`` is a pseudo tool, the same in every API."""
+    its agent can call, under tau2's names. ``done`` is a pseudo tool, the same in every
+    API."""
 
     domain: str
     tools: tuple[MigratedTool, ...]
@@ -136,15 +137,11 @@ class MigratedAPI:
                 return row
         raise ValueError(f"{self.domain}'s v2 API has no counterpart of {tool!r}")
 
-    def agent_name(self, tool: str) -> str:
-        """The v2 name of the tau2 tool ``tool``."""
-        return self._row(tool).name
-
     def to_environment(self, name: str, arguments: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """tau2's call for the v2 call ``name(**arguments)``; ``ValueError`` with the agent's
-        error message for an unknown tool (tau2's names included), an unknown or missing
-        argument, or a re-shaped value that does not parse."""
-        row = next((t for t in self.tools if t.name == name), None)
+        error message for an unknown tool, an unknown or missing argument (tau2's argument
+        names included), or a re-shaped value that does not parse."""
+        row = next((t for t in self.tools if t.tool == name), None)
         if row is None:
             raise ValueError(f"Tool '{name}' not found.")
         names = [arg_name for arg_name, _ in row.arguments]
@@ -172,17 +169,17 @@ class MigratedAPI:
         row = self._row(name)
         covered = {f for _, arg in row.arguments for f in arg.fields}
         if set(arguments) - covered:
-            raise ValueError(f"v2 {row.name!r} cannot express {sorted(set(arguments) - covered)}")
+            raise ValueError(f"v2 {row.tool!r} cannot express {sorted(set(arguments) - covered)}")
         shown = {
             arg_name: arg.encode(arguments)
             for arg_name, arg in row.arguments
             if all(f in arguments for f in arg.fields)
         }
-        return row.name, shown
+        return row.tool, shown
 
     def agent_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """The v2 spec of tau2's tool spec ``schema`` (pseudo tools unchanged): renamed tool
-        and arguments; a re-shaped argument is a string described by its example, which is
+        """The v2 spec of tau2's tool spec ``schema`` (pseudo tools unchanged): renamed
+        arguments; a re-shaped argument is a string described by its example, which is
         also added to the first sentence of the description (the one compact prompts show)."""
         if schema["name"] in PSEUDO_TOOL_SCHEMAS:
             return schema
@@ -202,7 +199,7 @@ class MigratedAPI:
         first, _, rest = " ".join(schema.get("description", "").split()).partition(". ")
         description = first.rstrip(".") + "".join(f"; {n}" for n in notes) + "."
         return {
-            "name": row.name,
+            "name": row.tool,
             "description": f"{description} {rest}".strip(),
             "parameters": {
                 "type": "object",
@@ -217,7 +214,7 @@ def _tau2_schema(domain: str, tool: str) -> dict[str, Any]:
     return next(s for s in tool_schemas(domain) if s["name"] == tool)
 
 
-COMPUTE = migrated("calculate", "compute", formula="expression")
+CALCULATE = migrated("calculate", formula="expression")
 BOOKING_REF = Prefixed("reservation_id", "PNR-", example="PNR-ZFA04Y")
 ORDER_REF = Prefixed("order_id", "ORD-", example="ORD-W2378156", real_prefix="#")
 LINE_REF = Joined(("customer_id", "line_id"), "/", example="C1001/L1002")
@@ -225,54 +222,47 @@ LINE_REF = Joined(("customer_id", "line_id"), "/", example="C1001/L1002")
 AIRLINE_V2 = MigratedAPI(
     "airline",
     (
-        migrated("get_user_details", "fetch_member_profile", member_id="user_id"),
-        migrated("get_reservation_details", "lookup_booking", booking_ref=BOOKING_REF),
-        migrated("get_flight_status", "track_flight", flight_code="flight_number", day="date"),
+        migrated("get_user_details", member_id="user_id"),
+        migrated("get_reservation_details", booking_ref=BOOKING_REF),
+        migrated("get_flight_status", flight_code="flight_number", day="date"),
         migrated(
             "search_direct_flight",
-            "find_flights",
             route=Joined(("origin", "destination"), "-", example="JFK-LAX"),
             travel_date="date",
         ),
-        migrated("cancel_reservation", "void_booking", booking_ref=BOOKING_REF),
-        migrated("list_all_airports", "airport_directory"),
-        COMPUTE,
+        migrated("cancel_reservation", booking_ref=BOOKING_REF),
+        migrated("list_all_airports"),
+        CALCULATE,
     ),
 )
 RETAIL_V2 = MigratedAPI(
     "retail",
     (
-        migrated("find_user_id_by_email", "lookup_account", email_address="email"),
+        migrated("find_user_id_by_email", email_address="email"),
         migrated(
             "find_user_id_by_name_zip",
-            "match_account",
             full_name=Joined(("first_name", "last_name"), " ", example="Yusuf Rossi"),
             postcode="zip",
         ),
-        migrated("get_order_details", "order_summary", order_ref=ORDER_REF),
-        migrated("get_product_details", "catalog_entry", sku="product_id"),
-        migrated("get_user_details", "account_profile", account_id="user_id"),
-        migrated("cancel_pending_order", "withdraw_order", order_ref=ORDER_REF, cause="reason"),
-        migrated("list_all_product_types", "catalog_index"),
-        COMPUTE,
+        migrated("get_order_details", order_ref=ORDER_REF),
+        migrated("get_product_details", sku="product_id"),
+        migrated("get_user_details", account_id="user_id"),
+        migrated("cancel_pending_order", order_ref=ORDER_REF, cause="reason"),
+        migrated("list_all_product_types"),
+        CALCULATE,
     ),
 )
 TELECOM_V2 = MigratedAPI(
     "telecom",
     (
-        migrated("get_customer_by_phone", "subscriber_by_number", msisdn="phone_number"),
-        migrated("get_customer_by_id", "subscriber_record", subscriber_id="customer_id"),
-        migrated("get_details_by_id", "inspect_record", record_id="id"),
-        migrated("get_data_usage", "line_consumption", line_ref=LINE_REF),
-        migrated(
-            "get_bills_for_customer",
-            "billing_history",
-            subscriber_id="customer_id",
-            max_items="limit",
-        ),
-        migrated("enable_roaming", "roaming_on", line_ref=LINE_REF),
-        migrated("disable_roaming", "roaming_off", line_ref=LINE_REF),
-        migrated("resume_line", "reactivate_line", line_ref=LINE_REF),
+        migrated("get_customer_by_phone", msisdn="phone_number"),
+        migrated("get_customer_by_id", subscriber_id="customer_id"),
+        migrated("get_details_by_id", record_id="id"),
+        migrated("get_data_usage", line_ref=LINE_REF),
+        migrated("get_bills_for_customer", subscriber_id="customer_id", max_items="limit"),
+        migrated("enable_roaming", line_ref=LINE_REF),
+        migrated("disable_roaming", line_ref=LINE_REF),
+        migrated("resume_line", line_ref=LINE_REF),
     ),
 )
 MIGRATED_APIS: dict[str, MigratedAPI] = {

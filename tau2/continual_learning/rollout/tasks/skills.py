@@ -376,8 +376,7 @@ def skill_task(
     ]
     basis = [RewardType.ACTION] if skill.kind == "lookup" else [RewardType.DB, RewardType.ACTION]
     api = variant_api(domain)
-    names = [api.agent_name(t) for t in skill.tools] if api is not None else skill.tools
-    ticket = skill.ticket + (f" Use {' then '.join(names)}." if hint else "")
+    ticket = skill.ticket + (f" Use {' then '.join(skill.tools)}." if hint else "")
     task = Task(
         id=skill.task_id + ("-hint" if hint else ""),
         user_scenario=UserScenario(instructions=ticket),
