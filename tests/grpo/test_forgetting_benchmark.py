@@ -150,6 +150,13 @@ def test_plan_order_and_config_precedence(bench, tmp_path, monkeypatch):
     }
     warm = next(r for r in runs if r.algorithm == "warm_start_only").config(overrides, tmp_path)
     assert (warm["cl_algorithm"], warm["max_steps_per_domain"]) == ("sequential", 0)
+    assert all(
+        r.config(overrides, tmp_path)["tool_arguments_in_prompt"] is False
+        for r in runs
+        if r.sequence == "interference"
+    )  # the interference sequence's prompts leave the arguments to be learned
+    shown = runs[0].config({"tool_arguments_in_prompt": True}, tmp_path)  # --set wins
+    assert shown["tool_arguments_in_prompt"] is True
 
 
 def test_warm_start_only_trains_no_grpo_step(bench, tmp_path, tiny_model_dir, capsys):

@@ -237,3 +237,36 @@ def test_variants_are_skill_domains_only():
         GRPOConfig(domains=["airline_v2"], task_source="tau2")
     with pytest.raises(ValueError, match=r"no domain 'airline_v2'; its domains: airline, retail"):
         load_tasks("airline_v2", "train", task_source="tau2")
+
+
+def test_prompts_without_arguments_leave_only_the_example_to_tell_versions_apart():
+    """``tool_arguments=False``: the tool list is names and tau2's descriptions, the same in
+    both versions; the worked example is each version's own call."""
+    import dataclasses
+
+    v1 = _skills("airline", "test")[0]
+    v2 = next(t for t in _skills("airline_v2", "test") if t.task_id == v1.task_id)
+    hidden = [system_prompt(dataclasses.replace(t, tool_arguments=False)) for t in (v1, v2)]
+    lists = [p.partition("Tools:\n")[2] for p in hidden]
+    assert lists[0] == lists[1]
+    assert set(re.findall(r"^- (\w+): ", lists[0], re.M)) == set(v1.tool_names) | {DONE_TOOL}
+    assert "(" not in lists[0] and "reservation_id" not in lists[0]
+    assert '"reservation_id": "ZFA04Y"' in hidden[0] and '"booking_ref": "PNR-ZFA04Y"' in hidden[1]
+    assert "get_reservation_details(reservation_id: string)" in system_prompt(v1)
+
+
+def test_tool_arguments_in_prompt_reaches_the_run_s_tasks_and_is_skills_only(
+    tmp_path, tokenizer, tiny_model
+):
+    from tau2.continual_learning import GRPOTrainer
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path), domains=["airline_v2"], tool_arguments_in_prompt=False
+    )
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    for split in ("train", "test"):
+        tasks = trainer.tasks("airline_v2", split)
+        assert tasks and not any(t.tool_arguments for t in tasks)
+        assert "(" not in system_prompt(tasks[0]).partition("Tools:\n")[2]
+    with pytest.raises(ConfigError, match="tool_arguments_in_prompt"):
+        GRPOConfig(task_source="tau2", domains=["airline"], tool_arguments_in_prompt=False)

@@ -101,6 +101,13 @@ class GRPOConfig(trl.GRPOConfig):
         metadata={"help": "'skills' (compact tasks, CPU friendly) or 'tau2' (official tasks)."},
     )
     skills_seed: int = field(default=0, metadata={"help": "Seed of the generated skill tasks."})
+    tool_arguments_in_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Skill prompts list each tool's arguments (false: names and descriptions "
+            "only, so argument formats are learned, as the interference benchmark needs)."
+        },
+    )
     max_steps_per_domain: int = field(
         default=3,
         metadata={
@@ -508,6 +515,12 @@ class GRPOConfig(trl.GRPOConfig):
             "max_tool_response_chars",
             self.max_tool_response_chars,
             "None (the task source's default), 0 (whole responses) or an integer >= 64",
+        )
+        _check(
+            self.tool_arguments_in_prompt or self.task_source == "skills",
+            "tool_arguments_in_prompt",
+            self.tool_arguments_in_prompt,
+            "True with task_source='tau2' (official prompts carry tau2's whole tool specs)",
         )
         _check(self.user_mode in USER_MODES, "user_mode", self.user_mode, f"one of {USER_MODES}")
         if self.user_mode == "solo" and self.task_source == "tau2":

@@ -3,6 +3,7 @@ simulator, and batched rollouts with the current policy."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -39,7 +40,8 @@ class Rollouts:
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
         """Train or test tasks of ``domain``: trivial tasks dropped from training if asked, the
-        test split capped at ``eval_tasks_per_domain``."""
+        test split capped at ``eval_tasks_per_domain``, prompts without tool arguments if
+        ``tool_arguments_in_prompt`` is false."""
         key = (domain, split)
         if key not in self._tasks:
             cfg = self.config
@@ -48,6 +50,8 @@ class Rollouts:
                 tasks = [t for t in tasks if not t.trivial] or tasks
             if split == "test" and cfg.eval_tasks_per_domain is not None:
                 tasks = tasks[: cfg.eval_tasks_per_domain]
+            if not cfg.tool_arguments_in_prompt:
+                tasks = [dataclasses.replace(t, tool_arguments=False) for t in tasks]
             self._tasks[key] = tasks
         return self._tasks[key]
 

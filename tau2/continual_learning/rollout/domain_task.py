@@ -77,6 +77,9 @@ class DomainTask:
     tool_api: ToolAPI | None = field(default=None, compare=False, repr=False)
     """The API the agent calls when it is not tau2's (API-migration variants); ``None`` = the
     tau2 tools themselves."""
+    tool_arguments: bool = True
+    """Skill prompts list each tool's arguments; ``False``: names and descriptions only, so the
+    arguments are learned (``GRPOConfig.tool_arguments_in_prompt``)."""
 
     @property
     def key(self) -> str:

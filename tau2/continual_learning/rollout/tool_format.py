@@ -178,12 +178,16 @@ def render_tools(schemas: list[dict[str, Any]], *, example: str | None = None) -
     )
 
 
-def render_signatures(schemas: list[dict[str, Any]]) -> str:
+def render_signatures(schemas: list[dict[str, Any]], arguments: bool = True) -> str:
     """One line per tool, ``- name(arg: type, ...): first sentence`` (compact prompts for
-    small models, which copy JSON-schema structure into their arguments otherwise)."""
+    small models, which copy JSON-schema structure into their arguments otherwise);
+    ``arguments=False``: ``- name: first sentence``, the arguments left to be learned."""
     lines = []
     for schema in schemas:
         spec = compact_schema(schema, brief=True)
+        if not arguments:
+            lines.append(f"- {spec['name']}: {spec['description']}")
+            continue
         properties = spec["parameters"].get("properties", {})
         args = ", ".join(f"{name}: {p.get('type', 'any')}" for name, p in properties.items())
         lines.append(f"- {spec['name']}({args}): {spec['description']}")

@@ -111,21 +111,27 @@ EXAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
-def skill_system_prompt(domain: str, tool_schemas: list[dict[str, Any]]) -> str:
+def skill_system_prompt(
+    domain: str, tool_schemas: list[dict[str, Any]], tool_arguments: bool = True
+) -> str:
     """The compact system prompt of skill tasks: instruction, one example, tool signatures
-    (``tool_schemas``: tau2's specs, shown in the domain's API).
+    (``tool_schemas``: tau2's specs, shown in the domain's API). ``tool_arguments=False``
+    lists names and tau2's descriptions only: then the tool list of an API-migration variant
+    is its base domain's, and only the worked example shows the version's argument format.
     The part that is the same for every task of the domain comes first, so that a batch's
     prompts share it in the policy's prefix cache (encoded once, not once per task)."""
     ticket, name, arguments = EXAMPLES[base_domain(domain)]
     api = variant_api(domain)
     if api is not None:
         name, arguments = api.to_agent(name, arguments)
-        tool_schemas = [api.agent_schema(s) for s in tool_schemas]
+        if tool_arguments:
+            tool_schemas = [api.agent_schema(s) for s in tool_schemas]
     example = (
         f"Example ticket: {ticket}\nExample answer: {format_call(name, arguments)}\n"
         f"Then, after the tool response: {format_call(DONE_TOOL, {})}"
     )
-    return f"{SKILL_INSTRUCTION}\n\n{example}\n\nTools:\n{render_signatures(tool_schemas)}"
+    tools = render_signatures(tool_schemas, arguments=tool_arguments)
+    return f"{SKILL_INSTRUCTION}\n\n{example}\n\nTools:\n{tools}"
 
 
 @dataclass(frozen=True)
@@ -470,10 +476,10 @@ class SkillTasks:
         return candidates[task_id]
 
     def system_prompt(self, task: DomainTask) -> str:
-        return _system_prompt(task.domain, task.tool_names)
+        return _system_prompt(task.domain, task.tool_names, task.tool_arguments)
 
 
 @functools.cache
-def _system_prompt(domain: str, tool_names: tuple[str, ...] | None) -> str:
+def _system_prompt(domain: str, tool_names: tuple[str, ...] | None, tool_arguments: bool) -> str:
     schemas = agent_tool_schemas(base_domain(domain), True, False, tool_names)
-    return skill_system_prompt(domain, schemas)
+    return skill_system_prompt(domain, schemas, tool_arguments)
