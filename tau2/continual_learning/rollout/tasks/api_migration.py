@@ -5,9 +5,11 @@ another version of the API, as after a breaking API migration: the tools keep th
 every argument is renamed, some also re-shaped (two tau2 arguments joined into one,
 ``route="JFK-LAX"``; a value with another prefix, ``booking_ref="PNR-ZFA04Y"``). So a call
 that is right in one version is an error in the other, and trained after its base domain, a
-variant interferes with it: the same tool name now calls for other arguments. (A first version
-also renamed the tools; the model then told the versions apart by the names in its prompt and
-barely forgot, see ``docs/rollout.md``, "API-migration variants".)
+variant interferes with it: the same tool name now calls for other arguments, provided the
+prompt does not list them (``GRPOConfig.tool_arguments_in_prompt=False``, the interference
+benchmark's setting). Measured with one seed: tools renamed, or arguments listed in the prompt,
+and the model tells the versions apart by reading its prompt and barely forgets
+(``docs/rollout.md``, "API-migration variants").
 
 Each domain's API is one declarative table (:data:`AIRLINE_V2`, :data:`RETAIL_V2`,
 :data:`TELECOM_V2`). :class:`MigratedAPI` translates at the episode's tool-call boundary: a
