@@ -87,6 +87,7 @@ def test_seed_example_configs_construct():
         ({"rollout_backend": "sglang"}, "rollout_backend", "('hf', 'vllm', 'auto')"),
         ({"use_vllm": True}, "use_vllm", "rollout_backend='vllm'"),
         ({"vllm_kv_cache_gb": 0}, "vllm_kv_cache_gb", "> 0"),
+        ({"prompt_lookup_tokens": -1}, "prompt_lookup_tokens", ">= 0"),
     ],
 )
 def test_invalid_values_fail_with_field_value_and_allowed(kwargs, field, fragment):

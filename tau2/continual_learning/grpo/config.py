@@ -35,6 +35,7 @@ from typing import Any
 import trl
 
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
+from tau2.continual_learning.rollout.engines.hf import LOOKUP_TOKENS
 from tau2.continual_learning.rollout.engines.vllm import DEFAULT_KV_CACHE_GB
 
 USER_MODES = ("auto", "solo", "llm", "hf")
@@ -258,6 +259,14 @@ class GRPOConfig(trl.GRPOConfig):
             "help": "Engine of rollouts, evaluation and probes: hf (transformers), vllm (one "
             "in-process vLLM engine per process for the run, weights loaded after every "
             "optimizer step) or auto (vllm where installed, else hf)."
+        },
+    )
+    prompt_lookup_tokens: int = field(
+        default=LOOKUP_TOKENS,
+        metadata={
+            "help": "hf engine: tokens drafted per row and decode step by prompt lookup "
+            "(speculative decoding; greedy output unchanged, sampled tokens exactly "
+            "distributed). 0: off."
         },
     )
     vllm_kv_cache_gb: float = field(
@@ -496,6 +505,12 @@ class GRPOConfig(trl.GRPOConfig):
             f"micro-batches of {micro}; set micro_batch_size instead)",
         )
         _check(self.max_turns >= 1, "max_turns", self.max_turns, "an integer >= 1")
+        _check(
+            self.prompt_lookup_tokens >= 0,
+            "prompt_lookup_tokens",
+            self.prompt_lookup_tokens,
+            "an integer >= 0",
+        )
         _check(
             self.max_new_tokens_per_turn >= 1,
             "max_new_tokens_per_turn",

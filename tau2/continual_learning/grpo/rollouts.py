@@ -95,7 +95,7 @@ def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:
             kv_cache_gb=config.vllm_kv_cache_gb,
             seed=config.seed,
         )
-    return HFPolicy(model, tokenizer)
+    return HFPolicy(model, tokenizer, lookup_tokens=config.prompt_lookup_tokens)
 
 
 def build_user(

@@ -22,7 +22,7 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
     shared_prefixes,
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
-from tau2.continual_learning.rollout.engines.sampler import draw
+from tau2.continual_learning.rollout.engines.prompt_lookup import PromptLookup, accept
 from tau2.continual_learning.rollout.engines.weights import weights_version
 
 if TYPE_CHECKING:
@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from tau2.continual_learning.rollout.engines.kv_buffer import Past
 
 logger = logging.getLogger(__name__)
+
+LOOKUP_TOKENS = 8
+"""Drafted tokens per row and decode step (prompt-lookup decoding; 0 turns it off)."""
+LOOKUP_BATCH_TOKENS = 256
+"""Positions a decode step may score in all (rows x (1 + draft)): large batches draft less,
+since their passes cost more per position."""
 
 
 class _LogprobRecorder:
@@ -94,6 +100,8 @@ class HFPolicy:
         prefix_cache: bool = True,
         prefix_cache_tokens: int = 65536,
         prefill_pack_tokens: int | None = None,
+        lookup_tokens: int = LOOKUP_TOKENS,
+        lookup_batch_tokens: int = LOOKUP_BATCH_TOKENS,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("HFPolicy needs a tokenizer with an eos token (the end-of-turn token)")
@@ -103,7 +111,14 @@ class HFPolicy:
             prefill_pack_tokens = PACK_TOKENS if model.device.type == "cpu" else 32768
         if prefill_pack_tokens < 1:
             raise ValueError(f"prefill_pack_tokens must be >= 1, got {prefill_pack_tokens}")
+        if lookup_tokens < 0 or lookup_batch_tokens < 1:
+            raise ValueError(
+                "lookup_tokens must be >= 0 and lookup_batch_tokens >= 1, got "
+                f"{lookup_tokens} and {lookup_batch_tokens}"
+            )
         self.prefill_pack_tokens = prefill_pack_tokens
+        self.lookup_tokens = lookup_tokens
+        self.lookup_batch_tokens = lookup_batch_tokens
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -291,58 +306,94 @@ class HFPolicy:
             for row, i in enumerate(order):
                 self._store(shared, row, prefixes[i], columns[i])
             del shared
-        # ``active``: the prompt index of each batch row (rows are in pack order)
-        cache, active, columns, logits = self._encode(prompts, room=sampling.max_new_tokens)
-        width = cache.get_seq_length()
+        # ``active``: the prompt index of each batch row (rows are in pack order); decoding has
+        # room for twice the turn's tokens, the second half for drafted tokens
+        limit = sampling.max_new_tokens
+        draft_room = limit if self.lookup_tokens else 0
+        cache, active, columns, logits = self._encode(prompts, room=limit + draft_room)
+        capacity = cache.get_seq_length() + limit + draft_room
         device = self.model.device
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        mask = torch.zeros((len(prompts), cache.get_seq_length()), dtype=torch.long)
         for row, i in enumerate(active):
             mask[row, columns[i]] = 1
         mask = mask.to(device)
-        positions = torch.tensor([len(prompts[i]) for i in active], device=device)
+        positions = [len(prompts[i]) for i in active]
         warpers = _warpers(sampling)
+        greedy = sampling.temperature == 0
         eos = self.tokenizer.eos_token_id
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         texts = [""] * len(prompts)
         reasons = ["length"] * len(prompts)
-        for step in range(sampling.max_new_tokens):
-            scores = logits.float()
+        lookups = {i: PromptLookup(prompts[i]) for i in active} if self.lookup_tokens else {}
+        drafts: list[list[int]] = [[] for _ in active]
+        logits, decoded = logits[:, None], False  # the prefill's last logits come first
+        while True:
+            scores = logits.float()  # [rows, 1 + longest draft, vocab]
             for warper in warpers:
-                scores = warper(None, scores)
-            step_logprobs = scores.log_softmax(dim=-1)
-            sampled = draw(step_logprobs) if sampling.temperature > 0 else scores.argmax(dim=-1)
-            chosen = step_logprobs.gather(1, sampled[:, None]).squeeze(1).tolist()
+                scores = warper(None, scores.flatten(0, 1)).view(scores.shape)
+            emitted, emitted_logprobs = accept(scores.log_softmax(dim=-1), drafts, greedy)
             keep = []
-            for row, (index, token) in enumerate(zip(active, sampled.tolist(), strict=True)):
-                tokens[index].append(token)
-                logprobs[index].append(chosen[row])
-                reason, texts[index] = turn_end(
-                    token, texts[index], eos, self.tokenizer, sampling.stop_strings
-                )
-                reasons[index] = reason or "length"
-                if reason is None and step < sampling.max_new_tokens - 1:
+            start = cache.get_seq_length() - logits.shape[1]  # the column of each pending token
+            for row, index in enumerate(active):
+                if decoded:  # the pending token and the accepted draft are now encoded
+                    accepted = len(emitted[row]) - 1
+                    mask[row, start + 1 + accepted :] = 0  # rejected drafts and padding
+                    columns[index] += list(range(start, start + 1 + accepted))
+                    positions[row] += 1 + accepted
+                for token, logprob in zip(emitted[row], emitted_logprobs[row], strict=True):
+                    tokens[index].append(token)
+                    logprobs[index].append(logprob)
+                    reason, texts[index] = turn_end(
+                        token, texts[index], eos, self.tokenizer, sampling.stop_strings
+                    )
+                    reasons[index] = reason or "length"
+                    if reason is not None or len(tokens[index]) == limit:
+                        break
+                else:
                     keep.append(row)
-                else:  # finished: keep what was encoded (all but its last sampled token)
-                    encoded = columns[index] + list(range(width, width + step))
-                    self._store(cache, row, prompts[index] + tokens[index][:-1], encoded)
+                    continue
+                # finished: keep what was encoded of it
+                encoded = min(len(tokens[index]), len(columns[index]) - len(prompts[index]))
+                self._store(cache, row, prompts[index] + tokens[index][:encoded], columns[index])
             if not keep:
                 break
             if len(keep) < len(active):
                 selected = torch.tensor(keep, device=device)
                 cache.batch_select_indices(selected)
-                mask, positions, sampled = mask[selected], positions[selected], sampled[selected]
+                mask = mask[selected]
+                positions = [positions[row] for row in keep]
                 active = [active[row] for row in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            # drafts: as long as the step's budget, the turn's limit and the room allow
+            used = cache.get_seq_length()
+            need = max(limit - len(tokens[i]) for i in active)
+            budget = min(self.lookup_tokens, (capacity - used) - need)
+            budget = min(budget, max(self.lookup_batch_tokens // len(active) - 1, 0))
+            drafts = []
+            for i in active:
+                lookup = lookups.get(i)
+                if lookup is None or budget < 1:
+                    drafts.append([])
+                    continue
+                lookup.extend(tokens[i][len(lookup.tokens) - len(prompts[i]) :])
+                drafts.append(lookup.draft(min(budget, limit - len(tokens[i]))))
+            width = 1 + max(len(d) for d in drafts)
+            step_ids = [
+                [tokens[i][-1], *d] + [self.pad_id] * (width - 1 - len(d))
+                for i, d in zip(active, drafts, strict=True)
+            ]
+            step_mask = [[1] * (1 + len(d)) + [0] * (width - 1 - len(d)) for d in drafts]
+            mask = torch.cat([mask, torch.tensor(step_mask, device=device)], dim=1)
             output = self.model(
-                input_ids=sampled[:, None],
+                input_ids=torch.tensor(step_ids, device=device),
                 attention_mask=mask,
-                position_ids=positions[:, None],
+                position_ids=torch.tensor(
+                    [[p + j for j in range(width)] for p in positions], device=device
+                ),
                 past_key_values=cache,
                 use_cache=True,
             )
-            positions = positions + 1
-            logits = output.logits[:, -1]
+            logits, decoded = output.logits, True
         return [Generation(tokens[i], logprobs[i], reasons[i]) for i in range(len(prompts))]
 
 
