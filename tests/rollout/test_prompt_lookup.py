@@ -149,3 +149,5 @@ def test_invalid_lookup_settings_are_refused(tokenizer, tiny_model):
         HFPolicy(tiny_model, tokenizer, lookup_tokens=-1)
     with pytest.raises(ValueError, match="max_ngram"):
         PromptLookup([1], max_ngram=0)
+    with pytest.raises(ValueError, match="max_length"):
+        PromptLookup([1], max_length=0)

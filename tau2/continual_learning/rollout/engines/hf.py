@@ -35,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 LOOKUP_TOKENS = 8
 """Drafted tokens per row and decode step (prompt-lookup decoding; 0 turns it off)."""
-LOOKUP_BATCH_TOKENS = 256
-"""Positions a decode step may score in all (rows x (1 + draft)): large batches draft less,
-since their passes cost more per position."""
+LOOKUP_BATCH_TOKENS = 64
+"""Drafted tokens a decode step may score in all rows together: a pass costs about as much as
+20 more positions (measured), so large batches draft little."""
 
 
 class _LogprobRecorder:
@@ -325,7 +325,11 @@ class HFPolicy:
         logprobs: list[list[float]] = [[] for _ in prompts]
         texts = [""] * len(prompts)
         reasons = ["length"] * len(prompts)
-        lookups = {i: PromptLookup(prompts[i]) for i in active} if self.lookup_tokens else {}
+        lookups = (
+            {i: PromptLookup(prompts[i], self.lookup_tokens) for i in active}
+            if self.lookup_tokens
+            else {}
+        )
         drafts: list[list[int]] = [[] for _ in active]
         logits, decoded = logits[:, None], False  # the prefill's last logits come first
         while True:
@@ -338,6 +342,8 @@ class HFPolicy:
             for row, index in enumerate(active):
                 if decoded:  # the pending token and the accepted draft are now encoded
                     accepted = len(emitted[row]) - 1
+                    if drafts[row]:
+                        lookups[index].update_length(accepted == len(drafts[row]))
                     mask[row, start + 1 + accepted :] = 0  # rejected drafts and padding
                     columns[index] += list(range(start, start + 1 + accepted))
                     positions[row] += 1 + accepted
@@ -364,11 +370,11 @@ class HFPolicy:
                 mask = mask[selected]
                 positions = [positions[row] for row in keep]
                 active = [active[row] for row in keep]
-            # drafts: as long as the step's budget, the turn's limit and the room allow
+            # drafts: as long as each row's record, the step's budget, the turn's limit and
+            # the room allow
             used = cache.get_seq_length()
             need = max(limit - len(tokens[i]) for i in active)
-            budget = min(self.lookup_tokens, (capacity - used) - need)
-            budget = min(budget, max(self.lookup_batch_tokens // len(active) - 1, 0))
+            budget = min((capacity - used) - need, self.lookup_batch_tokens // len(active))
             drafts = []
             for i in active:
                 lookup = lookups.get(i)
@@ -376,7 +382,7 @@ class HFPolicy:
                     drafts.append([])
                     continue
                 lookup.extend(tokens[i][len(lookup.tokens) - len(prompts[i]) :])
-                drafts.append(lookup.draft(min(budget, limit - len(tokens[i]))))
+                drafts.append(lookup.draft(min(budget, lookup.length, limit - len(tokens[i]))))
             width = 1 + max(len(d) for d in drafts)
             step_ids = [
                 [tokens[i][-1], *d] + [self.pad_id] * (width - 1 - len(d))

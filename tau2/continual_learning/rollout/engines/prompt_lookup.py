@@ -45,13 +45,25 @@ class PromptLookup:
     continuation (never the sequence's own last n-gram).
     """
 
-    def __init__(self, tokens: list[int], max_ngram: int = MAX_NGRAM) -> None:
-        if max_ngram < 1:
-            raise ValueError(f"max_ngram must be >= 1, got {max_ngram}")
+    def __init__(self, tokens: list[int], max_length: int = 8, max_ngram: int = MAX_NGRAM) -> None:
+        if max_ngram < 1 or max_length < 1:
+            raise ValueError(
+                f"max_ngram and max_length must be >= 1, got {max_ngram} and {max_length}"
+            )
         self.tokens = list(tokens)
         self.max_ngram = max_ngram
+        self.max_length = max_length
+        self.length = max_length
+        """How many tokens to draft next: grows by 2 after a fully accepted draft, shrinks by
+        1 after a rejection (transformers' heuristic for assisted generation), so a row whose
+        drafts keep failing costs one extra position a step."""
         self._index: dict[tuple[int, ...], int] = {}
         self._indexed = 0  # n-grams ending before this position are in the index
+
+    def update_length(self, all_accepted: bool) -> None:
+        """Adapt :attr:`length` to whether the last draft was accepted whole."""
+        step = 2 if all_accepted else -1
+        self.length = min(self.max_length, max(1, self.length + step))
 
     def extend(self, tokens: list[int]) -> None:
         """Append tokens to the sequence."""
