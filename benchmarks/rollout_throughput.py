@@ -87,6 +87,12 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
     parser.add_argument(
+        "--prompt_lookup_tokens",
+        type=int,
+        default=defaults.prompt_lookup_tokens,
+        help="drafted tokens per row and step of the batched (cached) run; 0: off",
+    )
+    parser.add_argument(
         "--bf16",
         choices=("auto", "on", "off"),
         default="auto",
@@ -117,7 +123,8 @@ def main() -> None:
         "seed": args.seed,
     }
     bf16 = bf16_supported() if args.bf16 == "auto" else args.bf16 == "on"
-    cached, stateless = HFPolicy(model, tokenizer), HFPolicy(model, tokenizer, prefix_cache=False)
+    cached = HFPolicy(model, tokenizer, lookup_tokens=args.prompt_lookup_tokens)
+    stateless = HFPolicy(model, tokenizer, prefix_cache=False)
     group = args.group_size
     autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
     runs: dict[str, list] = {"batched": [], "plain": [], "sequential": []}
@@ -195,6 +202,7 @@ def main() -> None:
                 **vllm_keys,
                 "model": args.model or "SmolLM2-135M-Instruct",
                 "bf16": bf16,
+                "prompt_lookup_tokens": args.prompt_lookup_tokens,
                 **settings,
             }
         )
