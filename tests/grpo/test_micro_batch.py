@@ -83,7 +83,9 @@ def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path, tokenizer, t
     moved = 0.0
     for name, value in whole.model.state_dict().items():
         other = split.model.state_dict()[name]
-        assert torch.allclose(value, other, rtol=0, atol=1e-6), name
+        # float32 sums in another order; Adam's normalisation can amplify that to ~1e-6 in
+        # weights whose gradients are tiny, against steps of about lr = 1e-3 (see below)
+        assert torch.allclose(value, other, rtol=0, atol=5e-6), name
         moved = max(moved, (value - initial[name]).abs().max().item())
     assert moved > 1e-4  # the step did update the weights (Adam moves them by about lr)
 
