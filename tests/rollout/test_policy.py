@@ -155,3 +155,45 @@ def test_weights_version_moves_with_every_optimizer_step_and_load(tokenizer, fus
     assert weights_version(model) == after_step  # reading it changes nothing
     model.load_state_dict(build_tiny_model(tokenizer, seed=1).state_dict())
     assert weights_version(model) != after_step
+
+
+def test_a_lora_model_samples_with_merged_weights_that_follow_every_step(tokenizer):
+    """A LoRA model samples through a merged copy: its log-probs are the adapted model's, an
+    optimizer step reloads it (and only a step does), and the trained base weights stay
+    bit-identical (no merge/unmerge residue)."""
+    from tau2.continual_learning.model_loading import wrap_lora
+    from tau2.continual_learning.tiny_model import build_tiny_model
+
+    model = wrap_lora(build_tiny_model(tokenizer, seed=3), 8, 16, 0.0, None)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    base = {k: v.clone() for k, v in model.get_base_model().state_dict().items() if "lora" not in k}
+    policy = HFPolicy(model, tokenizer)
+    prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi there")])
+    sampling = SamplingParams(max_new_tokens=8, temperature=0.7)
+    (first,) = policy.generate([prompt], sampling, seed=1)
+    model.eval()
+    assert torch.allclose(
+        _rescored(model, prompt, first, 0.7), torch.tensor(first.logprobs), atol=1e-4
+    )
+    policy.generate([prompt], sampling, seed=1)
+    assert policy.merged.loads == 1
+    copy = policy.merged.current()
+    embed = model.get_base_model().model.embed_tokens.weight
+    assert copy.model.embed_tokens.weight.data_ptr() == embed.data_ptr()  # shared, not copied
+
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    ids = torch.tensor([prompt])
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    (second,) = policy.generate([prompt], sampling, seed=1)
+    assert policy.merged.loads == 2
+    model.eval()
+    assert torch.allclose(
+        _rescored(model, prompt, second, 0.7), torch.tensor(second.logprobs), atol=1e-4
+    )
+    after = model.get_base_model().state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base.items())

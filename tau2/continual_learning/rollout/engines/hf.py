@@ -23,7 +23,7 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
 from tau2.continual_learning.rollout.engines.prompt_lookup import PromptLookup, accept
-from tau2.continual_learning.rollout.engines.weights import weights_version
+from tau2.continual_learning.rollout.engines.weights import MergedModel, weights_version
 
 if TYPE_CHECKING:
     import torch
@@ -120,6 +120,10 @@ class HFPolicy:
         self.lookup_tokens = lookup_tokens
         self.lookup_batch_tokens = lookup_batch_tokens
         self.model = model
+        self.merged = MergedModel(model)
+        """What forward passes run on: ``model`` itself, or for a LoRA model a copy with the
+        adapters merged in, reloaded after every weight change."""
+        self._forward: Any = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.pad_id = (
@@ -157,12 +161,13 @@ class HFPolicy:
         out: list[Generation] = []
         device = self.model.device
         rng_devices = [device] if device.type == "cuda" else []
+        self._forward = forward = self.merged.current()
         # no_grad, not inference_mode: under inference_mode autocast re-casts every weight on
         # every forward (its weight cache is bypassed), a third of a CPU decode step.
         with (
             torch.random.fork_rng(devices=rng_devices),
-            _eval_mode(self.model),
-            sampling_attention(self.model),
+            _eval_mode(forward),
+            sampling_attention(forward),
             torch.no_grad(),
         ):
             if seed is not None:
@@ -214,7 +219,7 @@ class HFPolicy:
             pad_token_id=self.pad_id,
             stop_strings=list(sampling.stop_strings) or None,
         )
-        sequences = self.model.generate(
+        sequences = self._forward.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
@@ -262,7 +267,7 @@ class HFPolicy:
                 [_head(found[i][0], reuse[i]) for i in group],
                 layout.past_width,
             )
-            output = self.model(
+            output = self._forward(
                 input_ids=torch.tensor(layout.suffix_ids(self.pad_id), device=device),
                 attention_mask=torch.tensor(layout.attention_mask(), device=device),
                 position_ids=torch.tensor(layout.position_ids(), device=device),
@@ -390,7 +395,7 @@ class HFPolicy:
             ]
             step_mask = [[1] * (1 + len(d)) + [0] * (width - 1 - len(d)) for d in drafts]
             mask = torch.cat([mask, torch.tensor(step_mask, device=device)], dim=1)
-            output = self.model(
+            output = self._forward(
                 input_ids=torch.tensor(step_ids, device=device),
                 attention_mask=mask,
                 position_ids=torch.tensor(

@@ -66,3 +66,60 @@ def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
                     if adapter in module.lora_A:
                         tensor = tensor + module.get_delta_weight(adapter).to(tensor.dtype)
             yield key, tensor.detach()
+
+
+class MergedModel:
+    """A plain transformers model that samples with ``model``'s inference weights: for a PEFT
+    LoRA model, a copy whose adapted layers hold base weight plus adapter delta
+    (:func:`inference_weights`), reloaded whenever :func:`weights_version` moves; any other
+    model is used as it is.
+
+    Why: PEFT runs every adapted layer as base matmul plus two rank-``r`` matmuls, dropout and
+    an add, which made sampling forwards about a quarter slower than the merged layer (measured
+    on the embedded model, a 16 x 256-token prefill: 12.9 s against 10.2 s). Merging in place
+    (PEFT's ``merge_adapter``/``unmerge_adapter``, as TRL does for vLLM) would leave rounding
+    residue in the trained base weights after every step; the copy shares every tensor the
+    adapters do not touch (embeddings, norms), so it costs the adapted layers' size in memory.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from peft import PeftModel
+
+        self.model = model
+        self._peft = isinstance(model, PeftModel)
+        self._copy: Any = None
+        self._version: int | None = None
+        self.loads = 0
+        """How many times the copy was (re)loaded."""
+
+    def current(self) -> Any:
+        """The model to run forward passes with: up to date with ``model``'s weights now."""
+        if not self._peft:
+            return self.model
+        version = weights_version(self.model)
+        if self._copy is None:
+            self._copy = self._empty_copy()
+        if version != self._version:
+            weights = dict(inference_weights(self.model))
+            self._copy.load_state_dict(weights, assign=True)
+            self._version = version
+            self.loads += 1
+        return self._copy
+
+    def _empty_copy(self) -> Any:
+        """The base architecture with its parameters on the meta device (filled by the first
+        load) and its buffers (rotary frequencies ...) shared with the trained model."""
+        import copy
+
+        from transformers import AutoModelForCausalLM
+
+        base = self.model.get_base_model()
+        with torch.device("meta"):
+            clone = AutoModelForCausalLM.from_config(copy.deepcopy(base.config), dtype=base.dtype)
+        clone.generation_config = base.generation_config
+        for name, buffer in base.named_buffers():
+            owner, _, attribute = name.rpartition(".")
+            module = clone.get_submodule(owner) if owner else clone
+            module.register_buffer(attribute, buffer, persistent=name in base.state_dict())
+        clone.eval().requires_grad_(False)
+        return clone
