@@ -51,6 +51,7 @@ defaults did not change in between.
 
     python benchmarks/forgetting.py                       # everything, 3 seeds
     python benchmarks/forgetting.py --quick               # smoke test (minutes)
+    python benchmarks/forgetting.py --resume --plot docs/figures/forgetting.png  # the figure
     python benchmarks/forgetting.py --sequences interference --algorithms sequential replay \\
         --seeds 0 --set max_steps_per_domain=6 --resume
 """
@@ -84,6 +85,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
+from tau2.continual_learning.report import plot_forgetting_benchmark
 
 logger = logging.getLogger("benchmarks.forgetting")
 
@@ -206,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep_checkpoints", action="store_true", help="keep each run's checkpoints folder"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="at the end, draw forgetting and ACC per sequence and algorithm (mean, std, seeds) "
+        "of the planned runs to this file (with --resume and every run recorded: no training)",
     )
     return parser
 
@@ -380,6 +389,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for sequence, algorithm in dict.fromkeys((r.sequence, r.algorithm) for r in runs):
         lines = [results[r.key] for r in runs if (r.sequence, r.algorithm) == (sequence, algorithm)]
         emit(summary(sequence, algorithm, lines))
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_forgetting_benchmark([results[r.key] for r in runs], args.plot)
+        logger.info("figure written to %s", args.plot)
     return printed
 
 

@@ -153,6 +153,60 @@ def plot_training_signal(
     plt.close(fig)
 
 
+def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """``benchmarks/forgetting.py``'s figure: per sequence (a column), forgetting and ACC of
+    each algorithm, a bar at the mean over seeds with a +-1 population-std whisker and one dot
+    per seed. ``runs`` are the benchmark's run lines (``sequence``, ``algorithm``, ``seed``,
+    ``forgetting``, ``ACC``)."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sequences = list(dict.fromkeys(r["sequence"] for r in runs))
+    if not sequences:
+        raise ValueError("plot_forgetting_benchmark: no run lines to plot")
+    widest = max(len({r["algorithm"] for r in runs if r["sequence"] == s}) for s in sequences)
+    fig, axes = plt.subplots(
+        2, len(sequences), figsize=(1.2 + 1.3 * widest * len(sequences), 5.6), squeeze=False
+    )
+    for column, sequence in enumerate(sequences):
+        lines = [r for r in runs if r["sequence"] == sequence]
+        algorithms = list(dict.fromkeys(r["algorithm"] for r in lines))
+        domains = lines[0].get("domains")
+        title = " -> ".join(domains) if domains else sequence
+        for row, metric in enumerate(("forgetting", "ACC")):
+            ax = axes[row][column]
+            for x, algorithm in enumerate(algorithms):
+                values = [
+                    r[metric]
+                    for r in lines
+                    if r["algorithm"] == algorithm and r[metric] is not None
+                ]
+                if not values:
+                    continue
+                ax.bar(
+                    x,
+                    statistics.fmean(values),
+                    yerr=statistics.pstdev(values),
+                    color=f"C{x}",
+                    alpha=0.45,
+                    capsize=4,
+                )
+                ax.scatter([x] * len(values), values, color=f"C{x}", s=14, zorder=3)
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xticks(range(len(algorithms)), labels=algorithms, fontsize="small")
+            ax.set_ylabel(metric)
+            if row == 0:
+                seeds = sorted({r["seed"] for r in lines})
+                ax.set_title(f"{sequence}: {title}\n{len(seeds)} seeds", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _fmt(value: Any, interval: Any = None) -> str:
     if value is None:
         return "n/a"

@@ -106,8 +106,10 @@ def test_quick_run_lines_summaries_and_resume(bench, tmp_path, tiny_model_dir, c
     assert [json.loads(line) for line in recorded] == lines
 
     monkeypatch.setattr(bench, "GRPOTrainer", None)  # a run would fail now
-    assert bench.main([*argv, "--resume"]) == summaries
+    figure = tmp_path / "figures" / "forgetting.png"
+    assert bench.main([*argv, "--resume", "--plot", str(figure)]) == summaries
     assert printed_lines(capsys) == summaries
+    assert figure.read_bytes().startswith(b"\x89PNG")  # drawn from the recorded runs alone
     assert len((tmp_path / "forgetting.jsonl").read_text().splitlines()) == len(lines) + 2
 
 

@@ -54,3 +54,31 @@ def test_bootstrap_intervals_contain_the_estimates_and_collapse_without_noise():
         assert low <= point[name] <= high and high > low, name
     constant = bootstrap_cl_intervals([[[1, 1]], [[1, 1]]][:1], None, num_resamples=50)
     assert constant["ACC"] == (1.0, 1.0) and constant["BWT"] is None and constant["FWT"] is None
+
+
+def test_forgetting_benchmark_figure_needs_runs_and_draws_every_sequence(tmp_path):
+    import pytest
+
+    from tau2.continual_learning.report import plot_forgetting_benchmark
+
+    def run(sequence, algorithm, seed, forgetting):
+        return {
+            "sequence": sequence,
+            "algorithm": algorithm,
+            "seed": seed,
+            "ACC": 0.5,
+            "forgetting": forgetting,
+            "domains": ["airline", "airline_v2"],
+        }
+
+    runs = [
+        run("interference", a, s, f)
+        for a, f in (("sequential", 0.2), ("replay", 0.0))
+        for s in (0, 1)
+    ]
+    runs += [run("plain", "sequential", 0, None)]  # undefined values are left out, not fatal
+    path = tmp_path / "forgetting.png"
+    plot_forgetting_benchmark(runs, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no run lines"):
+        plot_forgetting_benchmark([], tmp_path / "empty.png")
