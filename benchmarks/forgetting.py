@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -78,12 +79,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-import yaml
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.grpo.config import parse_override
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
 from tau2.continual_learning.report import plot_forgetting_benchmark
 
@@ -151,19 +152,13 @@ class Run:
         )
 
 
-def config_override(text: str) -> tuple[str, Any]:
-    """``--set key=value``: a GRPOConfig field and its value parsed as YAML (for its type)."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
-    if key not in {f.name for f in dataclasses.fields(GRPOConfig)}:
-        raise argparse.ArgumentTypeError(f"{key!r} is not a GRPOConfig field")
-    if key in PER_RUN_FIELDS or key == "model_name_or_path":
-        raise argparse.ArgumentTypeError(
-            f"{key!r} is set by the benchmark (use --sequences, --interference_domains, "
-            "--algorithms, --seeds, --output_dir or --model_name_or_path)"
-        )
-    return key, yaml.safe_load(value)
+config_override = functools.partial(
+    parse_override,
+    reserved=(*PER_RUN_FIELDS, "model_name_or_path"),
+    hint=" (use --sequences, --interference_domains, --algorithms, --seeds, --output_dir or "
+    "--model_name_or_path)",
+)
+"""``--set key=value``: a GRPOConfig field and its value parsed as YAML."""
 
 
 def build_parser() -> argparse.ArgumentParser:

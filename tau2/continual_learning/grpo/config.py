@@ -27,8 +27,11 @@ YAML and the command line. TRL's engine, whose trainer loop counts micro-batches
 
 from __future__ import annotations
 
+import argparse
 import copy
+import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -654,3 +657,20 @@ class GRPOConfig(trl.GRPOConfig):
             raise ConfigError(
                 f"GRPOConfig.{name}={err.value!r} is invalid: {err.allowed}"
             ) from None
+
+
+def parse_override(text: str, reserved: Collection[str] = (), hint: str = "") -> tuple[str, Any]:
+    """A ``--set key=value`` argument of the benchmark scripts: a :class:`GRPOConfig` field and
+    its value parsed as YAML (so ``3e-5``, ``true`` and ``[a, b]`` take their types). Fields in
+    ``reserved`` are refused (the script sets them; ``hint`` says how). Raises
+    ``argparse.ArgumentTypeError``, whose message argparse prints."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    if key not in {f.name for f in dataclasses.fields(GRPOConfig)}:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a GRPOConfig field")
+    if key in reserved:
+        raise argparse.ArgumentTypeError(f"{key!r} is set by the benchmark{hint}")
+    return key, yaml.safe_load(value)
