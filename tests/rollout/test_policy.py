@@ -159,8 +159,8 @@ def test_weights_version_moves_with_every_optimizer_step_and_load(tokenizer, fus
 
 def test_a_lora_model_samples_with_merged_weights_that_follow_every_step(tokenizer):
     """A LoRA model samples through a merged copy: its log-probs are the adapted model's, an
-    optimizer step reloads it (and only a step does), and the trained base weights stay
-    bit-identical (no merge/unmerge residue)."""
+    optimizer step reloads it (and only a step or the end of a run does), and the trained base
+    weights stay bit-identical (no merge/unmerge residue)."""
     from tau2.continual_learning.model_loading import wrap_lora
     from tau2.continual_learning.tiny_model import build_tiny_model
 
@@ -197,3 +197,6 @@ def test_a_lora_model_samples_with_merged_weights_that_follow_every_step(tokeniz
     )
     after = model.get_base_model().state_dict()
     assert all(torch.equal(after[k], v) for k, v in base.items())
+    policy.clear_cache()  # a run's end frees the copy; the next call rebuilds the same one
+    assert policy.generate([prompt], sampling, seed=1) == [second]
+    assert policy.merged.loads == 3

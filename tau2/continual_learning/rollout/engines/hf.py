@@ -144,8 +144,10 @@ class HFPolicy:
                 )
 
     def clear_cache(self) -> None:
-        """Free the prefix cache and the key/value workspace (the runner calls this when a run
-        ends)."""
+        """Free the prefix cache, the key/value workspace and a LoRA model's merged copy (the
+        runner calls this when a run ends, so none of it holds memory during training steps)."""
+        self.merged.release()
+        self._forward = self.model
         if self.cache is not None:
             self.cache.clear()
             self._workspace.clear()
