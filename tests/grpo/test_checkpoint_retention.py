@@ -21,7 +21,7 @@ from tau2.continual_learning.tiny_model import build_tiny_model
 
 
 class Interrupted(Exception):
-    pass
+    """Raised by a hook to stop a run the way a crash would."""
 
 
 class StopAtStep7(ReplayCL):
