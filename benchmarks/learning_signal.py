@@ -11,7 +11,9 @@ warm-started score).
 
 Variants (``--variants``, default all): ``default`` (the library's GRPO settings),
 ``lr_3e-5``, ``lr_3e-4``, ``lr_1e-3`` (``learning_rate``), ``dynamic_sampling``
-(``dynamic_sampling_max_extra_groups=4``) and ``guided_groups`` (``guided_groups=true``).
+(``dynamic_sampling_max_extra_groups=4``), ``guided_groups`` (``guided_groups=true``),
+``temperature_1.5`` and ``temperature_2`` (the rollouts' sampling ``temperature``; TRL scores
+the same tempered distribution).
 Settings are the library defaults (the default job's) except the domain, ``cl_algorithm``
 (``sequential``: one domain has nothing to replay), what a variant sets and what ``--set``
 overrides.
@@ -71,6 +73,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr_1e-3": {"learning_rate": 1e-3},
     "dynamic_sampling": {"dynamic_sampling_max_extra_groups": 4},
     "guided_groups": {"guided_groups": True},
+    "temperature_1.5": {"temperature": 1.5},
+    "temperature_2": {"temperature": 2.0},
 }
 """Variant -> the GRPOConfig fields that make it."""
 RESERVED = ("domains", "seed", "skills_seed", "output_dir", "cl_algorithm", "max_steps_per_domain")
