@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import gc
 import json
 import logging
@@ -84,7 +83,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
-from tau2.continual_learning.grpo.config import parse_override
+from tau2.continual_learning.grpo.config import add_override_argument
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
 from tau2.continual_learning.report import plot_forgetting_benchmark
 
@@ -152,15 +151,6 @@ class Run:
         )
 
 
-config_override = functools.partial(
-    parse_override,
-    reserved=(*PER_RUN_FIELDS, "model_name_or_path"),
-    hint=" (use --sequences, --interference_domains, --algorithms, --seeds, --output_dir or "
-    "--model_name_or_path)",
-)
-"""``--set key=value``: a GRPOConfig field and its value parsed as YAML."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,14 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(explicit flags and --set win)",
     )
     parser.add_argument("--model_name_or_path", help="default: the library's default model")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=config_override,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a GRPOConfig field (repeatable; the value is parsed as YAML)",
+    add_override_argument(
+        parser,
+        reserved=(*PER_RUN_FIELDS, "model_name_or_path"),
+        hint=" (use --sequences, --interference_domains, --algorithms, --seeds, --output_dir or "
+        "--model_name_or_path)",
     )
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/forgetting"))
     parser.add_argument(

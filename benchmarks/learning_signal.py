@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import logging
@@ -62,7 +61,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
-from tau2.continual_learning.grpo.config import parse_override
+from tau2.continual_learning.grpo.config import add_override_argument
 
 logger = logging.getLogger("benchmarks.learning_signal")
 
@@ -81,12 +80,6 @@ RESERVED = ("domains", "seed", "skills_seed", "output_dir", "cl_algorithm", "max
 """GRPOConfig fields the benchmark sets per run, so ``--set`` may not."""
 RESULTS_FILE = "learning_signal.jsonl"
 
-override = functools.partial(
-    parse_override,
-    reserved=RESERVED,
-    hint=" (use --domain, --seeds, --steps or --output_dir)",
-)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -100,14 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps", type=int, help="GRPO steps per variant (default: max_steps_per_domain's)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=override,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a GRPOConfig field for every run (repeatable; the value is parsed as YAML)",
+    add_override_argument(
+        parser, reserved=RESERVED, hint=" (use --domain, --seeds, --steps or --output_dir)"
     )
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/learning_signal"))
     return parser

@@ -3,15 +3,11 @@ the rejection of bad names before anything runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import weakref
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "forgetting.py"
 RUN_KEYS = {
     "sequence",
     "algorithm",
@@ -28,31 +24,26 @@ RUN_KEYS = {
     "overrides",
 }
 METRICS = ("ACC", "BWT", "FWT", "forgetting", "wall_s")
-TINY = [
-    "--set", "max_turns=1",
-    "--set", "max_new_tokens_per_turn=8",
-    "--set", "eval_tasks_per_domain=1",
-    "--set", "warm_start_demos_per_domain=1",
-    "--set", "num_samples_per_prompt=2",
-    "--set", "batch_size_per_gpu=1",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("forgetting_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def tiny(tiny_benchmark_settings):
+    """--set arguments for seconds-long runs with the tiny model."""
+    return tiny_benchmark_settings(eval_tasks=1, demos=1)
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("forgetting")
 
 
 def printed_lines(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_quick_run_lines_summaries_and_resume(bench, tmp_path, tiny_model_dir, capsys, monkeypatch):
+def test_quick_run_lines_summaries_and_resume(
+    bench, tmp_path, tiny_model_dir, capsys, monkeypatch, tiny
+):
     models, alive = [], []
 
     class Recording(bench.GRPOTrainer):
@@ -63,7 +54,7 @@ def test_quick_run_lines_summaries_and_resume(bench, tmp_path, tiny_model_dir, c
 
     monkeypatch.setattr(bench, "GRPOTrainer", Recording)
     argv = ["--quick", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)]
-    argv += TINY
+    argv += tiny
     returned = bench.main(argv)
     lines = printed_lines(capsys)
     assert returned == lines
@@ -161,9 +152,9 @@ def test_plan_order_and_config_precedence(bench, tmp_path, monkeypatch):
     assert shown["tool_arguments_in_prompt"] is True
 
 
-def test_warm_start_only_trains_no_grpo_step(bench, tmp_path, tiny_model_dir, capsys):
+def test_warm_start_only_trains_no_grpo_step(bench, tmp_path, tiny_model_dir, capsys, tiny):
     argv = ["--quick", "--algorithms", "warm_start_only", "--output_dir", str(tmp_path)]
-    bench.main([*argv, "--model_name_or_path", str(tiny_model_dir), *TINY])
+    bench.main([*argv, "--model_name_or_path", str(tiny_model_dir), *tiny])
     run, _ = printed_lines(capsys)
     assert run["algorithm"] == "warm_start_only" and len(run["accuracy_matrix"]) == 2
     folder = tmp_path / "interference" / "warm_start_only" / "seed-0"

@@ -3,35 +3,25 @@ their lines and summaries, and bad arguments refused before any run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_signal.py"
-TINY = [
-    "--set", "max_turns=1",
-    "--set", "max_new_tokens_per_turn=8",
-    "--set", "eval_tasks_per_domain=2",
-    "--set", "warm_start_demos_per_domain=2",
-    "--set", "num_samples_per_prompt=2",
-    "--set", "batch_size_per_gpu=1",
-]  # fmt: skip
+
+@pytest.fixture(scope="module")
+def tiny(tiny_benchmark_settings):
+    """--set arguments for seconds-long runs with the tiny model."""
+    return tiny_benchmark_settings(eval_tasks=2, demos=2)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("learning_signal_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("learning_signal")
 
 
-def test_variants_start_from_one_warm_start(bench, tmp_path, tiny_model_dir, capsys, monkeypatch):
+def test_variants_start_from_one_warm_start(
+    bench, tmp_path, tiny_model_dir, capsys, monkeypatch, tiny
+):
     starts = []
 
     class Recording(bench.GRPOTrainer):
@@ -45,7 +35,7 @@ def test_variants_start_from_one_warm_start(bench, tmp_path, tiny_model_dir, cap
     monkeypatch.setattr(bench, "GRPOTrainer", Recording)
     argv = ["--variants", "default", "guided_groups", "--steps", "1", "--domain", "airline"]
     argv += ["--output_dir", str(tmp_path), "--set", f"model_name_or_path={tiny_model_dir}"]
-    returned = bench.main([*argv, *TINY])
+    returned = bench.main([*argv, *tiny])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert returned == lines
     warm, default, guided, *summaries = lines

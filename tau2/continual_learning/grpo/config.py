@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -674,3 +675,19 @@ def parse_override(text: str, reserved: Collection[str] = (), hint: str = "") ->
     if key in reserved:
         raise argparse.ArgumentTypeError(f"{key!r} is set by the benchmark{hint}")
     return key, yaml.safe_load(value)
+
+
+def add_override_argument(
+    parser: argparse.ArgumentParser, reserved: Collection[str], hint: str
+) -> None:
+    """Add the benchmark scripts' repeatable ``--set KEY=VALUE`` (:func:`parse_override`;
+    the pairs land in ``args.overrides``)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=functools.partial(parse_override, reserved=reserved, hint=hint),
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a GRPOConfig field (repeatable; the value is parsed as YAML)",
+    )
