@@ -125,9 +125,10 @@ class MergedModel:
         with torch.device("meta"):
             clone = AutoModelForCausalLM.from_config(copy.deepcopy(base.config), dtype=base.dtype)
         clone.generation_config = base.generation_config
+        saved = base.state_dict().keys()
         for name, buffer in base.named_buffers():
             owner, _, attribute = name.rpartition(".")
             module = clone.get_submodule(owner) if owner else clone
-            module.register_buffer(attribute, buffer, persistent=name in base.state_dict())
+            module.register_buffer(attribute, buffer, persistent=name in saved)
         clone.eval().requires_grad_(False)
         return clone
