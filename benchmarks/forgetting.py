@@ -24,16 +24,17 @@ algorithm's own settings (``warm_start_only``'s ``max_steps_per_domain=0``) win 
 
 Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU;
 at the default settings a run took 11-22 minutes, so about 4 hours (docs/grpo.md). The
-untrained scores are computed once per seed and sequence. All runs share one process: a fresh
-trainer and model per run, freed before the next. Runs go seed by seed, so an interrupted
-benchmark has every algorithm for its first seeds.
+untrained scores are computed once per seed and sequence (also across ``--resume``). All
+runs share one process: a fresh trainer and model per run, freed before the next. Runs go seed
+by seed, so an interrupted benchmark has every algorithm for its first seeds.
 
 Output, printed (and flushed) as each run finishes and appended to
 ``<output_dir>/forgetting.jsonl``:
 
 * one line per run: ``sequence``, ``algorithm``, ``seed``, ``domains``, ``ACC``, ``BWT``,
   ``FWT``, ``forgetting``, ``accuracy_matrix`` (R[i][j]: pass^1 on domain j after training
-  through domain i), ``baseline`` (the untrained scores), ``wall_s`` (model loading included),
+  through domain i), ``baseline`` (the untrained scores) and ``baseline_rewards`` (their
+  per-task rewards, for bootstrap intervals), ``wall_s`` (model loading included),
   ``peak_rss_mb`` (the run's own peak where Linux lets the high-water mark be reset, else the
   process's so far) and ``overrides`` (the GRPOConfig fields set beyond the library defaults);
 * then one line per (sequence, algorithm): ``"summary": true``, ``runs``, ``seeds`` and the
@@ -46,8 +47,9 @@ training. On ``interference`` replay should forget less than ``sequential``, and
 standard deviation are noise: test splits are a few dozen tasks.
 
 ``--resume`` skips runs whose line (same sequence, domains, algorithm, seed and overrides) is
-already in ``forgetting.jsonl`` and summarises them with the new ones; it assumes the library
-defaults did not change in between.
+already in ``forgetting.jsonl`` and summarises them with the new ones (the summary lines are
+appended only when a run was added); the untrained scores of a recorded run serve the new runs
+of its seed. It assumes the library defaults did not change in between.
 
     python benchmarks/forgetting.py                       # everything, 3 seeds
     python benchmarks/forgetting.py --quick               # smoke test (minutes)
@@ -240,7 +242,8 @@ def run_once(
 
     The untrained model's scores depend on the seed (the skill tasks and the evaluation draw)
     and the domains, not on the algorithm, so the first run of a seed scores them and the
-    others reuse them (``baselines``): a quarter of a two-domain run's time."""
+    others reuse them (``baselines``, which also holds those of runs recorded earlier): a
+    quarter of a two-domain run's time."""
     folder = Path(config.output_dir)
     shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
     reset_peak_rss()
@@ -266,6 +269,7 @@ def run_once(
             k: metrics[k]
             for k in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "baseline")
         },
+        "baseline_rewards": baselines[key][1],
         "wall_s": round(wall_s, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -339,13 +343,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results_path = args.output_dir / RESULTS_FILE
     results = recorded_runs(results_path, overrides) if args.resume else {}
     printed: list[dict[str, Any]] = []
-    baselines: Baselines = {}
+    baselines: Baselines = {
+        (line["seed"], tuple(line["domains"])): (line["baseline"], line["baseline_rewards"])
+        for line in results.values()
+        if "baseline_rewards" in line  # lines of older versions lack the per-task rewards
+    }
+    recorded_before = len(results)
 
-    def emit(line: dict[str, Any]) -> None:
+    def emit(line: dict[str, Any], record: bool = True) -> None:
         text = json.dumps(line)
         print(text, flush=True)
-        with results_path.open("a") as fh:
-            fh.write(text + "\n")
+        if record:
+            with results_path.open("a") as fh:
+                fh.write(text + "\n")
         printed.append(line)
 
     with logging_redirect_tqdm(), tqdm(runs, desc="forgetting runs", unit="run") as bar:
@@ -370,7 +380,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             emit(line)
     for sequence, algorithm in dict.fromkeys((r.sequence, r.algorithm) for r in runs):
         lines = [results[r.key] for r in runs if (r.sequence, r.algorithm) == (sequence, algorithm)]
-        emit(summary(sequence, algorithm, lines))
+        # summaries are recorded when they summarise something new, printed always
+        emit(summary(sequence, algorithm, lines), record=len(results) > recorded_before)
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_forgetting_benchmark([results[r.key] for r in runs], args.plot)

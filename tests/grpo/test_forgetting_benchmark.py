@@ -19,6 +19,7 @@ RUN_KEYS = {
     "forgetting",
     "accuracy_matrix",
     "baseline",
+    "baseline_rewards",
     "wall_s",
     "peak_rss_mb",
     "overrides",
@@ -101,7 +102,37 @@ def test_quick_run_lines_summaries_and_resume(
     assert bench.main([*argv, "--resume", "--plot", str(figure)]) == summaries
     assert printed_lines(capsys) == summaries
     assert figure.read_bytes().startswith(b"\x89PNG")  # drawn from the recorded runs alone
-    assert len((tmp_path / "forgetting.jsonl").read_text().splitlines()) == len(lines) + 2
+    recorded = (tmp_path / "forgetting.jsonl").read_text().splitlines()
+    assert len(recorded) == len(lines)  # nothing new, nothing appended
+
+
+def test_a_resumed_benchmark_reuses_the_recorded_untrained_scores(
+    bench, tmp_path, tiny_model_dir, capsys, monkeypatch, tiny
+):
+    argv = ["--quick", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)]
+    argv += tiny
+    bench.main([*argv, "--algorithms", "sequential"])
+    (first,) = [line for line in printed_lines(capsys) if not line.get("summary")]
+    assert len(first["baseline_rewards"]) == 2 and len(first["baseline_rewards"][0]) == 1
+    evaluated = []
+
+    class Recording(bench.GRPOTrainer):
+        def evaluate_all(self, desc):
+            evaluated.append(desc)
+            return super().evaluate_all(desc)
+
+    monkeypatch.setattr(bench, "GRPOTrainer", Recording)
+    bench.main([*argv, "--algorithms", "sequential", "replay", "--resume"])
+    lines = printed_lines(capsys)
+    (second,) = [line for line in lines if not line.get("summary")]
+    assert second["algorithm"] == "replay"
+    assert "baseline" not in evaluated and len(evaluated) == 2  # one evaluation per domain
+    assert (second["baseline"], second["baseline_rewards"]) == (
+        first["baseline"],
+        first["baseline_rewards"],
+    )
+    recorded = (tmp_path / "forgetting.jsonl").read_text().splitlines()
+    assert len(recorded) == 1 + 1 + 1 + 2  # first run, its summary, the new run, two summaries
 
 
 def test_summary_is_mean_and_population_std_over_runs(bench):
