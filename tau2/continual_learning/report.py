@@ -153,11 +153,38 @@ def plot_training_signal(
     plt.close(fig)
 
 
+def mean_scores_over_training(
+    runs: Sequence[dict[str, Any]],
+) -> dict[str, dict[str, list[float]]]:
+    """Per algorithm and domain, the mean over seeds of the domain's score at each stage of one
+    sequence: untrained (``baseline``), then after each domain (``accuracy_matrix`` rows).
+    ``runs`` are run lines of one sequence; lines without a matrix or baseline are left out."""
+    import statistics
+
+    curves: dict[str, dict[str, list[float]]] = {}
+    for algorithm in dict.fromkeys(r["algorithm"] for r in runs):
+        lines = [
+            r
+            for r in runs
+            if r["algorithm"] == algorithm and r.get("accuracy_matrix") and r.get("baseline")
+        ]
+        if not lines:
+            continue
+        stages = [[r["baseline"], *r["accuracy_matrix"]] for r in lines]
+        curves[algorithm] = {
+            domain: [statistics.fmean(run[i][j] for run in stages) for i in range(len(stages[0]))]
+            for j, domain in enumerate(lines[0]["domains"])
+        }
+    return curves
+
+
 def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """``benchmarks/forgetting.py``'s figure: per sequence (a column), forgetting and ACC of
     each algorithm, a bar at the mean over seeds with a +-1 population-std whisker and one dot
-    per seed. ``runs`` are the benchmark's run lines (``sequence``, ``algorithm``, ``seed``,
-    ``forgetting``, ``ACC``)."""
+    per seed; below them, every domain but the last, its mean score over the sequence per
+    algorithm (:func:`mean_scores_over_training`: what each algorithm keeps). ``runs`` are the
+    benchmark's run lines (``sequence``, ``algorithm``, ``seed``, ``forgetting``, ``ACC``, and
+    for the curves ``domains``, ``baseline`` and ``accuracy_matrix``)."""
     import statistics
 
     import matplotlib
@@ -170,7 +197,10 @@ def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.Pat
         raise ValueError("plot_forgetting_benchmark: no run lines to plot")
     widest = max(len({r["algorithm"] for r in runs if r["sequence"] == s}) for s in sequences)
     fig, axes = plt.subplots(
-        2, len(sequences), figsize=(1.2 + 1.3 * widest * len(sequences), 5.6), squeeze=False
+        3,
+        len(sequences),
+        figsize=(1.2 + max(1.3 * widest, 3.6) * len(sequences), 8.6),
+        squeeze=False,
     )
     for column, sequence in enumerate(sequences):
         lines = [r for r in runs if r["sequence"] == sequence]
@@ -202,9 +232,41 @@ def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.Pat
             if row == 0:
                 seeds = sorted({r["seed"] for r in lines})
                 ax.set_title(f"{sequence}: {title}\n{len(seeds)} seeds", fontsize="medium")
+        _plot_kept_scores(axes[2][column], algorithms, mean_scores_over_training(lines))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_kept_scores(
+    ax: Any, algorithms: list[str], curves: dict[str, dict[str, list[float]]]
+) -> None:
+    """The benchmark figure's third row: earlier domains' mean scores, stage by stage."""
+    styles = ("-", "--", ":", "-.")
+    stages = 0
+    for x, algorithm in enumerate(algorithms):
+        domains = list(curves.get(algorithm, {}))
+        for k, domain in enumerate(domains[:-1]):  # the last domain is never trained over
+            values = curves[algorithm][domain]
+            stages = len(values)
+            ax.plot(
+                range(len(values)),
+                values,
+                color=f"C{x}",
+                linestyle=styles[k % len(styles)],
+                marker="o",
+                markersize=3,
+                label=f"{domain} ({algorithm})",
+            )
+    if not stages:
+        ax.set_axis_off()
+        return
+    domains = next(iter(curves.values()))
+    labels = ["untrained", *(f"after {d}" for d in domains)]
+    ax.set_xticks(range(stages), labels=labels, fontsize="x-small", rotation=20)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("mean pass^1")
+    ax.legend(fontsize="xx-small")
 
 
 def _fmt(value: Any, interval: Any = None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.evaluation import pass_at_one, step_statistics
 from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
@@ -57,8 +59,6 @@ def test_bootstrap_intervals_contain_the_estimates_and_collapse_without_noise():
 
 
 def test_forgetting_benchmark_figure_needs_runs_and_draws_every_sequence(tmp_path):
-    import pytest
-
     from tau2.continual_learning.report import plot_forgetting_benchmark
 
     def run(sequence, algorithm, seed, forgetting):
@@ -69,6 +69,10 @@ def test_forgetting_benchmark_figure_needs_runs_and_draws_every_sequence(tmp_pat
             "ACC": 0.5,
             "forgetting": forgetting,
             "domains": ["airline", "airline_v2"],
+            "baseline": [0.1, 0.0],
+            "accuracy_matrix": [[0.6 + seed / 10, 0.0], [0.6 - forgetting, 0.5]]
+            if forgetting is not None
+            else None,
         }
 
     runs = [
@@ -82,3 +86,34 @@ def test_forgetting_benchmark_figure_needs_runs_and_draws_every_sequence(tmp_pat
     assert path.read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="no run lines"):
         plot_forgetting_benchmark([], tmp_path / "empty.png")
+
+
+def test_mean_scores_over_training_follow_each_domain_per_algorithm():
+    from tau2.continual_learning.report import mean_scores_over_training
+
+    def run(algorithm, matrix):
+        return {
+            "algorithm": algorithm,
+            "domains": ["a", "b"],
+            "baseline": [0.1, 0.0],
+            "accuracy_matrix": matrix,
+        }
+
+    curves = mean_scores_over_training(
+        [
+            run("sequential", [[0.6, 0.0], [0.2, 0.5]]),
+            run("sequential", [[0.8, 0.2], [0.4, 0.7]]),
+            run("replay", [[0.7, 0.1], [0.7, 0.6]]),
+            run("replay", None),  # an undefined run is left out
+        ]
+    )
+    expected = {
+        "sequential": {"a": [0.1, 0.7, 0.3], "b": [0.0, 0.1, 0.6]},
+        "replay": {"a": [0.1, 0.7, 0.7], "b": [0.0, 0.1, 0.6]},
+    }
+    assert list(curves) == list(expected)
+    for algorithm, domains in expected.items():
+        assert list(curves[algorithm]) == ["a", "b"]
+        for domain, values in domains.items():
+            assert curves[algorithm][domain] == pytest.approx(values)
+    assert mean_scores_over_training([run("sequential", None)]) == {}
