@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
+from tau2.continual_learning.rollout.engines.hf import cache_keyword
 from tau2.continual_learning.rollout.engines.prefix_cache import (
     CachedSequence,
     PrefixCache,
@@ -149,3 +152,20 @@ def test_the_runner_frees_the_cache_when_a_run_ends(tokenizer, turn_ending_model
         episodes = run.run(tasks, num_generations=2)
     assert len(episodes) == 4
     assert policy.cache.stats.reused_tokens > 0 and policy.cache.num_tokens == 0
+
+
+def test_the_cache_goes_under_the_name_the_installed_transformers_takes(tokenizer, tiny_model):
+    class Renamed:  # transformers >= 5.25: forward(..., cache=...)
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class Older:  # transformers < 5.25: forward(..., past_key_values=...)
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    assert cache_keyword(Renamed()) == "cache"
+    assert cache_keyword(Older()) == "past_key_values"
+    # and the installed version warns about nothing on the cached path
+    policy = HFPolicy(tiny_model, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        policy.generate(_prompts(tokenizer), GREEDY)

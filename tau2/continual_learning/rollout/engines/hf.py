@@ -129,6 +129,7 @@ class HFPolicy:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
+        self._cache_kwarg = cache_keyword(model)
         self.cache: PrefixCache | None = None
         if prefix_cache:
             if supports_prefix_cache(model):
@@ -273,7 +274,7 @@ class HFPolicy:
                 input_ids=torch.tensor(layout.suffix_ids(self.pad_id), device=device),
                 attention_mask=torch.tensor(layout.attention_mask(), device=device),
                 position_ids=torch.tensor(layout.position_ids(), device=device),
-                past_key_values=cache,
+                **{self._cache_kwarg: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -403,7 +404,7 @@ class HFPolicy:
                 position_ids=torch.tensor(
                     [[p + j for j in range(width)] for p in positions], device=device
                 ),
-                past_key_values=cache,
+                **{self._cache_kwarg: cache},
                 use_cache=True,
             )
             logits, decoded = output.logits, True
@@ -415,6 +416,17 @@ def _head(entry: CachedSequence | None, length: int) -> Past | None:
     if entry is None or length == 0:
         return None
     return [k[:, :, :length] for k in entry.keys], [v[:, :, :length] for v in entry.values]
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward takes its key/value cache: ``cache`` where the
+    installed transformers has renamed it (5.25 has; it warns on ``past_key_values`` and drops
+    that name in 5.40), else ``past_key_values``."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _num_cache_layers(model: Any) -> int:
