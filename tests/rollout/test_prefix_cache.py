@@ -169,3 +169,13 @@ def test_the_cache_goes_under_the_name_the_installed_transformers_takes(tokenize
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
         policy.generate(_prompts(tokenizer), GREEDY)
+
+
+def test_the_prefix_cache_is_on_by_default_on_a_cpu_only(tokenizer):
+    on_cpu = build_tiny_model(tokenizer)
+    assert HFPolicy(on_cpu, tokenizer).cache is not None
+    assert HFPolicy(on_cpu, tokenizer, prefix_cache=False).cache is None
+    # an accelerator's model (here one on the meta device: not a CPU) goes stateless unless asked
+    elsewhere = build_tiny_model(tokenizer).to("meta")
+    assert HFPolicy(elsewhere, tokenizer).cache is None
+    assert HFPolicy(elsewhere, tokenizer, prefix_cache=True).cache is not None

@@ -77,7 +77,8 @@ class _LogprobRecorder:
 class HFPolicy:
     """Batched sampling with a transformers causal LM, one call per turn.
 
-    With ``prefix_cache`` (the default, for models with plain per-layer key/value caches) the
+    With ``prefix_cache`` (for models with plain per-layer key/value caches; ``None``, the
+    default, turns it on on a CPU and off on an accelerator, where it measured 2x slower) the
     attention keys/values of earlier turns are kept between calls
     (:mod:`~tau2.continual_learning.rollout.engines.prefix_cache`): each prompt encodes only the tokens
     no stored sequence shares with it, then all prompts decode together in one left-padded batch.
@@ -97,7 +98,7 @@ class HFPolicy:
         tokenizer: PreTrainedTokenizerBase,
         *,
         max_batch_size: int = 64,
-        prefix_cache: bool = True,
+        prefix_cache: bool | None = None,
         prefix_cache_tokens: int = 65536,
         prefill_pack_tokens: int | None = None,
         lookup_tokens: int = LOOKUP_TOKENS,
@@ -107,6 +108,10 @@ class HFPolicy:
             raise ValueError("HFPolicy needs a tokenizer with an eos token (the end-of-turn token)")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if prefix_cache is None:
+            # measured on an H200 (docs/rollout.md): the cached path's per-row bookkeeping costs
+            # more than the prefill it saves where forward passes are cheap
+            prefix_cache = model.device.type == "cpu"
         if prefill_pack_tokens is None:
             prefill_pack_tokens = PACK_TOKENS if model.device.type == "cpu" else 32768
         if prefill_pack_tokens < 1:
