@@ -20,7 +20,6 @@ import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer

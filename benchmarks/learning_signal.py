@@ -54,7 +54,6 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm

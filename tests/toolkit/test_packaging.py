@@ -55,6 +55,21 @@ def test_import_is_offline_and_quiet():
     assert "DEBUG" not in proc.stderr
 
 
+def test_dependency_warnings_users_cannot_act_on_are_silenced_and_others_are_not():
+    code = (
+        "import warnings\n"
+        "import tau2.continual_learning\n"
+        "warnings.warn(\"You are using 'rollout_func', which is an experimental feature.\")\n"
+        "warnings.warn('`is_gradient_checkpointing` is deprecated', FutureWarning)\n"
+        "warnings.warn('something of our own', UserWarning)\n"
+    )
+    proc = run_python(code, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert "rollout_func" not in proc.stderr
+    assert "is_gradient_checkpointing" not in proc.stderr
+    assert "something of our own" in proc.stderr
+
+
 def test_tau2_logging_can_be_raised():
     code = (
         "import tau2.continual_learning as cl\n"
