@@ -23,7 +23,8 @@ algorithm's own settings (``warm_start_only``'s ``max_steps_per_domain=0``) win 
 ``warm_start_only`` needs ``warm_start_demos_per_domain > 0``.
 
 Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU;
-at the default settings a run takes 6-19 minutes, so about 3.8 hours (docs/grpo.md). The
+at the default settings a run takes 6-19 minutes on an AVX2 machine, so about 3.8 hours, and
+about 2 h 13 min on an AVX512-BF16 one (docs/grpo.md). The
 untrained scores are computed once per seed and sequence (also across ``--resume``). All
 runs share one process: a fresh trainer and model per run, freed before the next. Runs go seed
 by seed, so an interrupted benchmark has every algorithm for its first seeds.
