@@ -45,18 +45,18 @@ def test_token_assembly_is_exactly_what_the_model_saw(tokenizer, turn_ending_mod
             episode.completion_ids, skip_special_tokens=False
         )
         # every model turn: the context it was sampled from is a prefix of the final sequence,
-        # its tokens follow with mask 1 and their sampling log-probs
-        # (group members may sample identical turns: keep one per context)
-        turns = list(
-            {
-                len(c): (c, g)
-                for c, g in policy.contexts
-                if sequence[: len(c) + len(g.token_ids)] == c + g.token_ids
-                and len(c) >= len(episode.prompt_ids)
-            }.values()
-        )
+        # its tokens follow with mask 1 and their sampling log-probs. Group members may sample
+        # identical turns from one context in other batch rows, whose log-probs can differ in
+        # the last bit (CPU kernels round per row): the episode's must be one of theirs, exactly
+        turns: dict[int, list] = {}
+        for c, g in policy.contexts:
+            if sequence[: len(c) + len(g.token_ids)] == c + g.token_ids and len(c) >= len(
+                episode.prompt_ids
+            ):
+                turns.setdefault(len(c), []).append((c, g))
         assert len(turns) == episode.num_turns >= 1
-        for context, generation in turns:
+        for samples in turns.values():
+            context, generation = samples[0]
             start = len(context) - len(episode.prompt_ids)
             end = start + len(generation.token_ids)
             assert (
@@ -64,8 +64,8 @@ def test_token_assembly_is_exactly_what_the_model_saw(tokenizer, turn_ending_mod
                 == generation.token_ids
             )
             assert episode.env_mask[start:end] == [1] * len(generation.token_ids)
-            assert episode.logprobs[start:end] == generation.logprobs
-        assert sum(episode.env_mask) == sum(len(g.token_ids) for _, g in turns)
+            assert episode.logprobs[start:end] in [g.logprobs for _, g in samples]
+        assert sum(episode.env_mask) == sum(len(s[0][1].token_ids) for s in turns.values())
         assert all(
             lp == 0.0 for lp, m in zip(episode.logprobs, episode.env_mask, strict=True) if m == 0
         )
