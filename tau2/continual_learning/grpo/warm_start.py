@@ -38,7 +38,6 @@ and continues like the uninterrupted run). Under torchrun every rank runs the sa
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import random
@@ -51,6 +50,7 @@ import torch
 
 from tau2.continual_learning.grpo.checkpointing import rng_state, set_rng_state
 from tau2.continual_learning.rollout import CALL_PREFIX, Episode, EpisodeRunner
+from tau2.continual_learning.rollout.engines.weights import forward_parameters
 from tau2.continual_learning.rollout.scripted import (
     ScriptedPolicy,
     ScriptedUser,
@@ -156,8 +156,7 @@ def build_batch(episodes: Sequence[Episode], pad_token_id: int) -> dict[str, tor
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+    return "logits_to_keep" in forward_parameters(model)
 
 
 def masked_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

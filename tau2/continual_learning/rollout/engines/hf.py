@@ -23,7 +23,11 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
 from tau2.continual_learning.rollout.engines.prompt_lookup import PromptLookup, accept
-from tau2.continual_learning.rollout.engines.weights import MergedModel, weights_version
+from tau2.continual_learning.rollout.engines.weights import (
+    MergedModel,
+    forward_parameters,
+    weights_version,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -427,11 +431,7 @@ def cache_keyword(model: Any) -> str:
     """The name under which ``model``'s forward takes its key/value cache: ``cache`` where the
     installed transformers has renamed it (5.25 has; it warns on ``past_key_values`` and drops
     that name in 5.40), else ``past_key_values``."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(type(base).forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
 
 
 def _num_cache_layers(model: Any) -> int:
