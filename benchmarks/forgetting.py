@@ -16,18 +16,26 @@ Two domain sequences, each trained by several algorithms with 3 seeds (a seed se
 
 Every run is one ``GRPOTrainer(GRPOConfig(...)).train()`` in its own folder
 ``<output_dir>/<sequence>/<algorithm>/seed-<seed>`` (its ``metrics.json`` and ``report.md``;
-the checkpoints are deleted once the run is recorded unless ``--keep_checkpoints``). Settings
+the checkpoints are deleted once no run needs them unless ``--keep_checkpoints``). Settings
 are the library defaults (the default job's) except what the benchmark varies (domains,
 algorithm, seed) and what ``--quick``, ``--model_name_or_path`` and ``--set`` override; an
 algorithm's own settings (``warm_start_only``'s ``max_steps_per_domain=0``) win over ``--set``.
 ``warm_start_only`` needs ``warm_start_demos_per_domain > 0``.
 
-Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU;
-at the default settings a run takes 6-19 minutes on an AVX2 machine, so about 3.8 hours, and
-about 2 h 13 min on an AVX512-BF16 one (docs/grpo.md). The
-untrained scores are computed once per seed and sequence (also across ``--resume``). All
-runs share one process: a fresh trainer and model per run, freed before the next. Runs go seed
-by seed, so an interrupted benchmark has every algorithm for its first seeds.
+Shared first domain: ``sequential``, ``replay`` and ``adaptive_replay`` train a sequence's
+first domain identically (nothing earlier to replay or probe), so per seed and sequence the
+first of them to run (``sequential``) keeps its checkpoint after that domain and the others
+continue from it (``GRPOTrainer.load_checkpoint(..., branch=True)``): their results are those of
+full runs (tested), and their ``wall_s`` counts only their own part. ``--no_branch`` trains every
+run from scratch. ``warm_start_only`` trains its first domain differently (no GRPO steps) and
+always runs whole.
+
+Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU:
+about 1 h 40 min on an AVX512-BF16 machine at the default settings (docs/grpo.md), longer on
+an AVX2 one (about 3.8 hours without branching). The untrained scores are computed once per
+seed and sequence (also across ``--resume``). All runs share one process: a fresh trainer and
+model per run, freed before the next. Runs go seed by seed, so an interrupted benchmark has
+every algorithm for its first seeds.
 
 Output, printed (and flushed) as each run finishes and appended to
 ``<output_dir>/forgetting.jsonl``:
@@ -35,7 +43,9 @@ Output, printed (and flushed) as each run finishes and appended to
 * one line per run: ``sequence``, ``algorithm``, ``seed``, ``domains``, ``ACC``, ``BWT``,
   ``FWT``, ``forgetting``, ``accuracy_matrix`` (R[i][j]: pass^1 on domain j after training
   through domain i), ``baseline`` (the untrained scores) and ``baseline_rewards`` (their
-  per-task rewards, for bootstrap intervals), ``wall_s`` (model loading included),
+  per-task rewards, for bootstrap intervals), ``branched_from`` (the algorithm whose first
+  domain the run continued, else ``null``), ``wall_s`` (model loading included; a branched
+  run's own part only),
   ``peak_rss_mb`` (the run's own peak where Linux lets the high-water mark be reset, else the
   process's so far) and ``overrides`` (the GRPOConfig fields set beyond the library defaults);
 * then one line per (sequence, algorithm): ``"summary": true``, ``runs``, ``seeds`` and the
@@ -50,7 +60,8 @@ standard deviation are noise: test splits are a few dozen tasks.
 ``--resume`` skips runs whose line (same sequence, domains, algorithm, seed and overrides) is
 already in ``forgetting.jsonl`` and summarises them with the new ones (the summary lines are
 appended only when a run was added); the untrained scores of a recorded run serve the new runs
-of its seed. It assumes the library defaults did not change in between.
+of its seed, and its kept first-domain checkpoint (when it still matches its line) the
+branches of its seed. It assumes the library defaults did not change in between.
 
     python benchmarks/forgetting.py                       # everything, 3 seeds
     python benchmarks/forgetting.py --quick               # smoke test (minutes)
@@ -85,6 +96,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.grpo.checkpointing import END_PREFIX, STATE_FILE
 from tau2.continual_learning.grpo.config import add_override_argument
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
 from tau2.continual_learning.report import plot_forgetting_benchmark
@@ -107,6 +119,10 @@ SEQUENCE_SETTINGS: dict[str, dict[str, Any]] = {
     "plain": {},
 }
 """Sequence -> the GRPOConfig fields that make it (under ``--set``, over the defaults)."""
+SHARED_FIRST_DOMAIN = ("sequential", "replay", "adaptive_replay")
+"""Algorithms whose first domain trains identically: one run of a seed trains it, the others
+branch from its checkpoint after it."""
+FIRST_DOMAIN_END = f"{END_PREFIX}01"
 INTERFERENCE_DOMAINS = ("airline", "airline_v2")
 PLAIN_DOMAINS = ("airline", "retail", "telecom")
 QUICK: dict[str, Any] = {
@@ -137,14 +153,18 @@ class Run:
     def folder(self, output_dir: Path) -> Path:
         return output_dir / self.sequence / self.algorithm / f"seed-{self.seed}"
 
-    def config(self, overrides: dict[str, Any], output_dir: Path) -> GRPOConfig:
+    def config(
+        self, overrides: dict[str, Any], output_dir: Path, trunk: bool = False
+    ) -> GRPOConfig:
         """The run's config: library defaults < the sequence's settings < ``overrides`` < what
-        the run itself sets."""
+        the run itself sets (a ``trunk`` keeps every domain-end checkpoint, so its first
+        domain's outlives the run for the branches)."""
         return GRPOConfig(
             **{
                 **SEQUENCE_SETTINGS[self.sequence],
                 **overrides,
                 **ALGORITHMS[self.algorithm],
+                **({"save_total_limit": len(self.domains)} if trunk else {}),
                 "domains": list(self.domains),
                 "seed": self.seed,
                 "skills_seed": self.seed,
@@ -194,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep_checkpoints", action="store_true", help="keep each run's checkpoints folder"
     )
     parser.add_argument(
+        "--no_branch",
+        action="store_true",
+        help=f"train every run from scratch instead of continuing {SHARED_FIRST_DOMAIN}' shared "
+        "first domain from one run's checkpoint",
+    )
+    parser.add_argument(
         "--plot",
         type=Path,
         metavar="PNG",
@@ -218,6 +244,34 @@ def planned_runs(args: argparse.Namespace) -> list[Run]:
     ]
 
 
+def branch_trunks(runs: list[Run]) -> dict[tuple, Run]:
+    """Run key -> the run whose first domain it continues: the first planned run of its
+    sequence, seed and domains among :data:`SHARED_FIRST_DOMAIN` (the trunk)."""
+    first: dict[tuple, Run] = {}
+    trunks = {}
+    for run in runs:
+        if run.algorithm in SHARED_FIRST_DOMAIN:
+            trunk = first.setdefault((run.sequence, run.seed, run.domains), run)
+            if trunk is not run:
+                trunks[run.key] = trunk
+    return trunks
+
+
+def first_domain_checkpoint(trunk: Run, line: dict[str, Any], output_dir: Path) -> Path | None:
+    """The trunk's kept checkpoint after its first domain, if it is the recorded ``line``'s
+    (same untrained scores and first row: not left by a run with other settings)."""
+    import torch
+
+    folder = trunk.folder(output_dir) / "checkpoints" / FIRST_DOMAIN_END
+    if not (folder / STATE_FILE).is_file():
+        return None
+    state = torch.load(folder / STATE_FILE, weights_only=False)
+    matrix = state["accuracy_matrix"]
+    if state["baseline"] != line["baseline"] or matrix[:1] != line["accuracy_matrix"][:1]:
+        return None
+    return folder
+
+
 def reset_peak_rss() -> None:
     """Reset this process's resident-memory high-water mark (Linux >= 4.0; else a no-op)."""
     with contextlib.suppress(OSError):
@@ -236,14 +290,15 @@ Baselines = dict[tuple[int, tuple[str, ...]], tuple[list[float], list[list[float
 
 
 def run_once(
-    run: Run, config: GRPOConfig, keep_checkpoints: bool, baselines: Baselines
+    run: Run, config: GRPOConfig, baselines: Baselines, branch: tuple[str, Path] | None
 ) -> dict[str, Any]:
     """Train one run with a fresh trainer and model; its result line (without overrides).
 
     The untrained model's scores depend on the seed (the skill tasks and the evaluation draw)
     and the domains, not on the algorithm, so the first run of a seed scores them and the
     others reuse them (``baselines``, which also holds those of runs recorded earlier): a
-    quarter of a two-domain run's time."""
+    quarter of a two-domain run's time. ``branch``: (algorithm, checkpoint) to continue the
+    first domain from instead of training it."""
     folder = Path(config.output_dir)
     shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
     reset_peak_rss()
@@ -251,15 +306,15 @@ def run_once(
     with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs: stdout is ours
         trainer = GRPOTrainer(config)
         key = (run.seed, run.domains)
-        if key in baselines:
+        if branch is not None:
+            trainer.load_checkpoint(branch[1], branch=True)
+        elif key in baselines:
             trainer.baseline, trainer.baseline_rewards = baselines[key]
         metrics = trainer.train()
         baselines[key] = (trainer.baseline, trainer.baseline_rewards)
     wall_s = time.perf_counter() - start
     del trainer  # the model, optimizer and buffer go before the next run loads its own
     gc.collect()
-    if not keep_checkpoints:
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     return {
         "sequence": run.sequence,
         "algorithm": run.algorithm,
@@ -270,6 +325,7 @@ def run_once(
             for k in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "baseline")
         },
         "baseline_rewards": baselines[key][1],
+        "branched_from": branch[0] if branch else None,
         "wall_s": round(wall_s, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -330,10 +386,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.model_name_or_path:
         overrides["model_name_or_path"] = args.model_name_or_path
     overrides = json.loads(json.dumps(overrides))  # as a recorded line holds it
+    trunks = {} if args.no_branch else branch_trunks(runs)
+    trunk_keys = {trunk.key for trunk in trunks.values()}
     configs = {}
     for run in runs:  # every config is checked before the first run starts
         try:
-            configs[run.key] = run.config(overrides, args.output_dir)
+            configs[run.key] = run.config(overrides, args.output_dir, run.key in trunk_keys)
         except (TypeError, ValueError) as err:
             parser.error(f"{run.sequence}/{run.algorithm}: {err}")
 
@@ -358,6 +416,30 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 fh.write(text + "\n")
         printed.append(line)
 
+    def prune_checkpoints(done: Run) -> None:
+        """Delete what no later run needs: a run's checkpoints, a trunk's once its branches ran."""
+        if args.keep_checkpoints:
+            return
+        for run in (done, trunks.get(done.key)):
+            if run is None or (
+                run.key in trunk_keys
+                and not all(branch in results for branch, trunk in trunks.items() if trunk == run)
+            ):
+                continue
+            shutil.rmtree(run.folder(args.output_dir) / "checkpoints", ignore_errors=True)
+
+    def branch_of(run: Run) -> tuple[str, Path] | None:
+        trunk = trunks.get(run.key)
+        if trunk is None or trunk.key not in results:
+            return None
+        checkpoint = first_domain_checkpoint(trunk, results[trunk.key], args.output_dir)
+        if checkpoint is None:
+            logger.info(
+                "%s: no first-domain checkpoint of %s kept: trained whole", run, trunk.algorithm
+            )
+            return None
+        return trunk.algorithm, checkpoint
+
     with logging_redirect_tqdm(), tqdm(runs, desc="forgetting runs", unit="run") as bar:
         for run in bar:
             label = f"{run.sequence}/{run.algorithm}/seed-{run.seed}"
@@ -366,7 +448,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 logger.info("%s: already recorded, skipped (--resume)", label)
                 continue
             line = {
-                **run_once(run, configs[run.key], args.keep_checkpoints, baselines),
+                **run_once(run, configs[run.key], baselines, branch_of(run)),
                 "overrides": overrides,
             }
             logger.info(
@@ -378,6 +460,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
             results[run.key] = line
             emit(line)
+            prune_checkpoints(run)
     for sequence, algorithm in dict.fromkeys((r.sequence, r.algorithm) for r in runs):
         lines = [results[r.key] for r in runs if (r.sequence, r.algorithm) == (sequence, algorithm)]
         # summaries are recorded when they summarise something new, printed always

@@ -20,6 +20,7 @@ RUN_KEYS = {
     "accuracy_matrix",
     "baseline",
     "baseline_rewards",
+    "branched_from",
     "wall_s",
     "peak_rss_mb",
     "overrides",
@@ -62,9 +63,9 @@ def test_quick_run_lines_summaries_and_resume(
     runs = [line for line in lines if not line.get("summary")]
     summaries = [line for line in lines if line.get("summary")]
     assert lines == runs + summaries
-    assert [(r["sequence"], r["algorithm"], r["seed"]) for r in runs] == [
-        ("interference", "sequential", 0),
-        ("interference", "replay", 0),
+    assert [(r["sequence"], r["algorithm"], r["seed"], r["branched_from"]) for r in runs] == [
+        ("interference", "sequential", 0, None),
+        ("interference", "replay", 0, "sequential"),  # continues sequential's first domain
     ]
     metrics_files = []
     for run in runs:
@@ -79,7 +80,7 @@ def test_quick_run_lines_summaries_and_resume(
         metrics_files.append(metrics)
         assert metrics["accuracy_matrix"] == run["accuracy_matrix"]
         assert metrics["cl_algorithm"] == run["algorithm"]
-        assert not (folder / "checkpoints").exists()
+        assert not (folder / "checkpoints").exists()  # the trunk's too, once replay ran
     first_domain = [  # the same until replay has an earlier domain: a fresh model per run
         (m["warm_start"]["airline"]["epoch_losses"], m["step_stats"][0]) for m in metrics_files
     ]
@@ -135,6 +136,58 @@ def test_a_resumed_benchmark_reuses_the_recorded_untrained_scores(
     assert len(recorded) == 1 + 1 + 1 + 2  # first run, its summary, the new run, two summaries
 
 
+def test_branched_runs_equal_runs_trained_whole(
+    bench, tmp_path, tiny_model_dir, capsys, monkeypatch, tiny
+):
+    evaluated = []
+
+    class Recording(bench.GRPOTrainer):
+        def evaluate_all(self, desc):
+            evaluated.append((self.config.cl_algorithm, desc))
+            return super().evaluate_all(desc)
+
+    monkeypatch.setattr(bench, "GRPOTrainer", Recording)
+    argv = ["--quick", "--model_name_or_path", str(tiny_model_dir), *tiny]
+    argv += ["--algorithms", "sequential", "replay", "adaptive_replay"]
+    argv += ["--set", "warm_start_demos_per_domain=4"]  # replay then mixes in an airline demo
+
+    def runs(*extra):
+        evaluated.clear()
+        bench.main([*argv, *extra])
+        lines = [line for line in printed_lines(capsys) if not line.get("summary")]
+        return lines, list(evaluated)
+
+    whole, whole_evaluations = runs("--output_dir", str(tmp_path / "whole"), "--no_branch")
+    branched, branched_evaluations = runs("--output_dir", str(tmp_path / "branched"))
+    assert [r["branched_from"] for r in whole] == [None, None, None]
+    assert [r["branched_from"] for r in branched] == [None, "sequential", "sequential"]
+    assert [a for a, _ in whole_evaluations] == ["sequential"] * 3 + ["replay", "replay"] + [
+        "adaptive_replay"
+    ] * 2
+    # the branches evaluate only after the second domain; their first comes from the trunk
+    assert [a for a, _ in branched_evaluations] == ["sequential"] * 3 + [
+        "replay",
+        "adaptive_replay",
+    ]
+    timing = ("branched_from", "wall_s", "peak_rss_mb")
+    for a, b in zip(whole, branched, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+
+    # the tiny model scores 0 everywhere: its second warm start's losses tell the weights apart
+    def training(folder, algorithm):
+        metrics = json.loads(
+            (tmp_path / folder / "interference" / algorithm / "seed-0" / "metrics.json").read_text()
+        )
+        return metrics["warm_start"]["airline_v2"]["epoch_losses"], metrics["step_stats"]
+
+    for algorithm in ("sequential", "replay", "adaptive_replay"):
+        assert training("whole", algorithm) == training("branched", algorithm)
+    assert training("branched", "replay")[0] != training("branched", "sequential")[0]  # it bites
+    assert not list(tmp_path.glob("branched/**/checkpoints"))
+
+
 def test_summary_is_mean_and_population_std_over_runs(bench):
     lines = [
         {"seed": s, "ACC": acc, "BWT": -acc, "FWT": None, "forgetting": f, "wall_s": 10.0}
@@ -181,6 +234,22 @@ def test_plan_order_and_config_precedence(bench, tmp_path, monkeypatch):
     )  # the interference sequence's prompts leave the arguments to be learned
     shown = runs[0].config({"tool_arguments_in_prompt": True}, tmp_path)  # --set wins
     assert shown["tool_arguments_in_prompt"] is True
+    trunks = {
+        (r.sequence, r.algorithm, r.seed): (t.sequence, t.algorithm, t.seed)
+        for (r, t) in ((r, bench.branch_trunks(runs).get(r.key)) for r in runs)
+        if t is not None
+    }
+    assert trunks == {
+        (sequence, algorithm, seed): (sequence, "sequential", seed)
+        for seed in (0, 1, 2)
+        for sequence, algorithm in (
+            ("interference", "replay"),
+            ("interference", "adaptive_replay"),
+            ("plain", "replay"),
+        )
+    }  # warm_start_only trains its first domain otherwise
+    assert runs[0].config(overrides, tmp_path, trunk=True)["save_total_limit"] == 2
+    assert "save_total_limit" not in runs[0].config(overrides, tmp_path)
 
 
 def test_warm_start_only_trains_no_grpo_step(bench, tmp_path, tiny_model_dir, capsys, tiny):

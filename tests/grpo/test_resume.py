@@ -76,3 +76,59 @@ def test_resume_rejects_a_foreign_checkpoint(tmp_path, tokenizer, tiny_run):
     trainer = run(tmp_path, tokenizer, ReplayCL, tiny_run)
     with pytest.raises(FileNotFoundError, match="not a tau2-continual checkpoint"):
         trainer.load_checkpoint(tmp_path)
+
+
+def branch_run(folder, tokenizer, settings, algorithm):
+    config = GRPOConfig(
+        output_dir=str(folder),
+        cl_algorithm=algorithm,
+        save_total_limit=2,  # keep end-of-domain-01 for the branch
+        probe_interval=1,
+        **{**settings, **RESUME, "warm_start_demos_per_domain": 2},  # moves the tiny model
+    )
+    return GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
+
+
+def test_a_branch_from_another_algorithms_domain_end_equals_a_full_run(
+    tmp_path, tokenizer, tiny_run
+):
+    full = branch_run(tmp_path / "full", tokenizer, tiny_run, "adaptive_replay")
+    full.train()
+    trunk = branch_run(tmp_path / "trunk", tokenizer, tiny_run, "sequential")
+    trunk.train()
+
+    branched = branch_run(tmp_path / "branch", tokenizer, tiny_run, "adaptive_replay")
+    end_of_first = tmp_path / "trunk" / "checkpoints" / "end-of-domain-01"
+    with pytest.raises(ValueError, match=r"written by 'sequential'.*branch=True"):
+        branched.load_checkpoint(end_of_first)
+    branched.load_checkpoint(end_of_first, branch=True)
+    # the fresh algorithm saw the first domain end: its score is adaptive replay's reference
+    assert branched.cl_algorithm.reference_scores == {"retail": trunk.accuracy_matrix[0][0]}
+    assert branched.domain_index == 1 and branched.global_step == 3
+    branched.train()
+
+    stats = branched.cl_algorithm.get_statistics()
+    assert stats["total_replay_samples"] > 0 and stats["ratio_history"]  # it replayed, probed
+    assert signature(branched) == signature(full)
+    assert branched.metrics()["cl_algorithm"] == "adaptive_replay"
+
+    def differ(a, b):
+        return any(
+            not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True)
+        )
+
+    assert differ(full.model, build_tiny_model(tokenizer, seed=1))  # training moved the weights
+    assert differ(full.model, trunk.model)  # and domain 2 depends on the algorithm (replayed demos)
+    for (name, a), b in zip(
+        full.model.named_parameters(), branched.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_a_branch_starts_at_a_domain_end(tmp_path, tokenizer, tiny_run):
+    crashed = run(tmp_path, tokenizer, CrashingReplayCL, tiny_run)
+    with pytest.raises(Interrupted):
+        crashed.train()
+    resumed = run(tmp_path, tokenizer, ReplayCL, tiny_run)
+    with pytest.raises(ValueError, match="mid-domain: a branch starts at a domain end"):
+        resumed.load_checkpoint(tmp_path / "checkpoints", branch=True)

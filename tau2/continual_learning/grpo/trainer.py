@@ -504,14 +504,37 @@ class GRPOTrainer:
             "rng": rng_state(),
         }
 
-    def load_checkpoint(self, path: str | Path) -> None:
+    def load_checkpoint(self, path: str | Path, *, branch: bool = False) -> None:
         """Restore a checkpoint (``<output_dir>/checkpoints``, its ``latest``, or one folder);
-        :meth:`train` then continues where the run stopped, mid-domain included."""
+        :meth:`train` then continues where the run stopped, mid-domain included.
+
+        ``branch=True`` continues a domain-end checkpoint under this trainer's algorithm, which
+        may differ from the one that wrote it, so runs that share their first domains (say
+        ``sequential`` and ``replay`` on a sequence's first domain) train them once. Model,
+        trajectory buffer, scores, logs and RNG come from the checkpoint; the algorithm starts
+        fresh and sees ``pre_task_hook`` and ``post_task_hook`` of each finished domain, in
+        order, with that domain's scores as the latest. What an algorithm does in between (per
+        step, on batches, through a loss) is not replayed, so a branch equals a full run of its
+        algorithm where the finished domains' training did not depend on the algorithm: true of
+        ``sequential``, ``replay`` and ``adaptive_replay`` on a first domain (nothing earlier to
+        replay or probe; tested)."""
         folder = self.checkpointer.resolve(path)
         state = torch.load(folder / STATE_FILE, weights_only=False)
         if state["domains"] != list(self.config.domains):
             raise ValueError(
                 f"checkpoint {folder} is for domains {state['domains']}, config has {self.config.domains}"
+            )
+        written_by = state["cl_algorithm"]
+        if branch and state["mid_domain"]:
+            raise ValueError(
+                f"checkpoint {folder} is mid-domain: a branch starts at a domain end "
+                "(checkpoints/end-of-domain-NN)"
+            )
+        if not branch and written_by != self.cl_algorithm.name:
+            raise ValueError(
+                f"checkpoint {folder} was written by {written_by!r}, this trainer runs "
+                f"{self.cl_algorithm.name!r}: resume with {written_by!r}, or pass branch=True to "
+                f"continue the finished domains under {self.cl_algorithm.name!r}"
             )
         for key in (
             "domain_index",
@@ -530,7 +553,10 @@ class GRPOTrainer:
         self.warm_start_stats = state.get("warm_start", {})
         self.loss_guard.skipped = state["nonfinite_losses"]
         self.passes_without_signal = state.get("passes_without_signal", 0)
-        self.cl_algorithm.load_state_dict(state["cl_state"])
+        if branch:
+            self._replay_domain_hooks()
+        else:
+            self.cl_algorithm.load_state_dict(state["cl_state"])
         self.trajectory_buffer = TrajectoryBuffer.load(self.checkpointer.buffer_path(folder))
         set_rng_state(state["rng"])
         if state["mid_domain"]:  # TRL restores model, optimizer, scheduler, its RNG and step
@@ -542,8 +568,21 @@ class GRPOTrainer:
                 torch.load(optimizer_file, weights_only=False) if optimizer_file.is_file() else None
             )
         logger.info(
-            "Resumed from %s: domain %d, global step %d",
+            "%s from %s: domain %d, global step %d",
+            f"Branched ({self.cl_algorithm.name} after {written_by})" if branch else "Resumed",
             folder,
             self.domain_index,
             self.global_step,
         )
+
+    def _replay_domain_hooks(self) -> None:
+        """A fresh algorithm's view of the finished domains' boundaries (a branch): each
+        domain's ``pre_task_hook`` and ``post_task_hook``, with its own row as the latest."""
+        rows = self.accuracy_matrix
+        try:
+            for index, domain in enumerate(self.config.domains[: self.domain_index]):
+                self.accuracy_matrix = rows[: index + 1]
+                self.cl_algorithm.pre_task_hook(self, domain)
+                self.cl_algorithm.post_task_hook(self, domain)
+        finally:
+            self.accuracy_matrix = rows
