@@ -6,7 +6,9 @@ Every :class:`~tau2.continual_learning.grpo.config.GRPOConfig` field is a flag (
 ``--config`` reads a YAML file of the same fields (flags given on the command line win). With no
 flags it runs the default CPU job: the embedded SmolLM2-135M-Instruct model on skill tasks,
 airline -> retail -> telecom, with experience replay. ``--resume_from_checkpoint DIR`` continues
-a run from its last domain checkpoint (``DIR`` = ``<output_dir>/checkpoints`` or one checkpoint).
+a run from its last domain checkpoint (``DIR`` = ``<output_dir>/checkpoints`` or one checkpoint);
+``--branch_from_checkpoint DIR`` starts this run's ``--cl_algorithm`` from another run's
+domain-end checkpoint (``DIR`` = ``.../checkpoints/end-of-domain-NN``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from tau2.continual_learning.grpo.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(config)
-    if config.resume_from_checkpoint:
-        trainer.load_checkpoint(config.resume_from_checkpoint)
     try:
-        metrics = trainer.train()
+        metrics = trainer.train()  # loads a resume_from_checkpoint or branch_from_checkpoint
     finally:
         trainer.close()
     summary = {

@@ -7,6 +7,7 @@ import torch
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import ReplayCL
+from tau2.continual_learning.grpo.config import ConfigError
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 RESUME = dict(max_steps_per_domain=3, save_steps=1, seed=3, learning_rate=1e-3)
@@ -78,13 +79,13 @@ def test_resume_rejects_a_foreign_checkpoint(tmp_path, tokenizer, tiny_run):
         trainer.load_checkpoint(tmp_path)
 
 
-def branch_run(folder, tokenizer, settings, algorithm):
+def branch_run(folder, tokenizer, settings, algorithm, **extra):
     config = GRPOConfig(
         output_dir=str(folder),
         cl_algorithm=algorithm,
         save_total_limit=2,  # keep end-of-domain-01 for the branch
         probe_interval=1,
-        **{**settings, **RESUME, "warm_start_demos_per_domain": 2},  # moves the tiny model
+        **{**settings, **RESUME, "warm_start_demos_per_domain": 2, **extra},  # moves the model
     )
     return GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
 
@@ -112,6 +113,16 @@ def test_a_branch_from_another_algorithms_domain_end_equals_a_full_run(
     assert signature(branched) == signature(full)
     assert branched.metrics()["cl_algorithm"] == "adaptive_replay"
 
+    configured = branch_run(  # the config field (the command line's flag) does the same
+        tmp_path / "configured",
+        tokenizer,
+        tiny_run,
+        "adaptive_replay",
+        branch_from_checkpoint=str(end_of_first),
+    )
+    configured.train()
+    assert signature(configured) == signature(full)
+
     def differ(a, b):
         return any(
             not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True)
@@ -132,3 +143,13 @@ def test_a_branch_starts_at_a_domain_end(tmp_path, tokenizer, tiny_run):
     resumed = run(tmp_path, tokenizer, ReplayCL, tiny_run)
     with pytest.raises(ValueError, match="mid-domain: a branch starts at a domain end"):
         resumed.load_checkpoint(tmp_path / "checkpoints", branch=True)
+
+
+def test_a_branch_and_a_resume_together_are_refused(tmp_path, tiny_run):
+    with pytest.raises(ConfigError, match=r"branch_from_checkpoint=.*resume_from_checkpoint"):
+        GRPOConfig(
+            output_dir=str(tmp_path),
+            branch_from_checkpoint="a/checkpoints/end-of-domain-01",
+            resume_from_checkpoint="b/checkpoints",
+            **tiny_run,
+        )

@@ -184,6 +184,15 @@ class GRPOConfig(trl.GRPOConfig):
             "weights)."
         },
     )
+    branch_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A domain-end checkpoint (checkpoints/end-of-domain-NN) to continue under "
+            "this run's cl_algorithm, whichever algorithm wrote it: runs that share their first "
+            "domains train them once (GRPOTrainer.load_checkpoint(path, branch=True); "
+            "docs/grpo.md). Not with resume_from_checkpoint, which continues the same run."
+        },
+    )
     max_consecutive_nonfinite_losses: int = field(
         default=3, metadata={"help": "Stop after this many NaN/inf losses in a row."}
     )
@@ -457,6 +466,13 @@ class GRPOConfig(trl.GRPOConfig):
                     f"GRPOConfig.cl_algorithm={self.cl_algorithm!r} is invalid: {err}"
                 ) from None
         self._check_algorithm_parameters()
+        _check(
+            not (self.branch_from_checkpoint and self.resume_from_checkpoint),
+            "branch_from_checkpoint",
+            self.branch_from_checkpoint,
+            "not together with resume_from_checkpoint (a branch starts a new run from another "
+            "run's domain end; a resume continues the run that wrote the checkpoint)",
+        )
         _check(
             self.replay_buffer_size >= 1,
             "replay_buffer_size",

@@ -163,6 +163,7 @@ class GRPOTrainer:
         self._gold: dict[str, Episode | None] = {}
         self._pending_optimizer_state: dict[str, Any] | None = None
         self._resume_engine_checkpoint: str | None = None
+        self._restored = False
 
     # -- the plugin contract ------------------------------------------------------------------
     @property
@@ -217,8 +218,14 @@ class GRPOTrainer:
 
     # -- the run --------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Train through every domain; returns (and writes) the metrics."""
+        """Train through every domain; returns (and writes) the metrics. A config's
+        ``resume_from_checkpoint`` or ``branch_from_checkpoint`` is loaded first unless
+        :meth:`load_checkpoint` already ran."""
         cfg = self.config
+        if not self._restored and cfg.resume_from_checkpoint:
+            self.load_checkpoint(cfg.resume_from_checkpoint)
+        elif not self._restored and cfg.branch_from_checkpoint:
+            self.load_checkpoint(cfg.branch_from_checkpoint, branch=True)
         start = time.perf_counter()
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         if not self.baseline:
@@ -559,6 +566,7 @@ class GRPOTrainer:
             self.cl_algorithm.load_state_dict(state["cl_state"])
         self.trajectory_buffer = TrajectoryBuffer.load(self.checkpointer.buffer_path(folder))
         set_rng_state(state["rng"])
+        self._restored = True
         if state["mid_domain"]:  # TRL restores model, optimizer, scheduler, its RNG and step
             self._resume_engine_checkpoint = str(folder)
         else:
