@@ -31,8 +31,8 @@ run from scratch. ``warm_start_only`` trains its first domain differently (no GR
 always runs whole.
 
 Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU:
-about 1 h 40 min on an AVX512-BF16 machine at the default settings (docs/grpo.md), longer on
-an AVX2 one (about 3.8 hours without branching). The untrained scores are computed once per
+1 h 45 min on an AVX512-BF16 machine at the default settings (measured, docs/grpo.md), longer
+on an AVX2 one (3.8 hours there before branching; about 3 hours with it, estimated). The untrained scores are computed once per
 seed and sequence (also across ``--resume``). All runs share one process: a fresh trainer and
 model per run, freed before the next. Runs go seed by seed, so an interrupted benchmark has
 every algorithm for its first seeds.
