@@ -113,7 +113,7 @@ def test_a_step_trains_model_written_tokens_and_a_fully_masked_demo_gives_nothin
 
     loss, count = masked_token_loss(tiny_model, build_batch([masked], pad))
     loss.backward()
-    assert count == 0 and float(loss) == 0.0
+    assert count == 0 and loss.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in tiny_model.parameters())
     tiny_model.zero_grad(set_to_none=True)
 
