@@ -150,3 +150,22 @@ def test_the_vllm_backend_without_vllm_fails_clearly(monkeypatch):
 def test_auto_picks_vllm_where_installed():
     assert GRPOConfig(rollout_backend="auto").sampling_backend == "vllm"
     assert GRPOConfig().sampling_backend == "hf"  # the default stays transformers
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("learning_rate=3e-5", 3e-5),  # PyYAML alone reads this as the string '3e-5'
+        ("learning_rate=3.0e-5", 3e-5),
+        ("warm_start_learning_rate=1E+2", 100.0),
+        ("max_steps_per_domain=6", 6),
+        ("use_peft=false", False),
+        ("domains=[airline, retail]", ["airline", "retail"]),
+        ("output_dir=3e-5x", "3e-5x"),
+    ],
+)
+def test_a_set_override_takes_the_values_type(text, value):
+    from tau2.continual_learning.grpo.config import parse_override
+
+    key, parsed = parse_override(text)
+    assert (key, parsed) == (text.partition("=")[0], value) and type(parsed) is type(value)

@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -690,7 +691,13 @@ def parse_override(text: str, reserved: Collection[str] = (), hint: str = "") ->
         raise argparse.ArgumentTypeError(f"{key!r} is not a GRPOConfig field")
     if key in reserved:
         raise argparse.ArgumentTypeError(f"{key!r} is set by the benchmark{hint}")
-    return key, yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
+        parsed = float(parsed)  # YAML 1.1 (PyYAML) reads an exponent without a dot as a string
+    return key, parsed
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def add_override_argument(
