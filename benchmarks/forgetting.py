@@ -435,7 +435,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         checkpoint = first_domain_checkpoint(trunk, results[trunk.key], args.output_dir)
         if checkpoint is None:
             logger.info(
-                "%s: no first-domain checkpoint of %s kept: trained whole", run, trunk.algorithm
+                "%s/%s/seed-%d: no first-domain checkpoint of %s kept: trained whole",
+                run.sequence,
+                run.algorithm,
+                run.seed,
+                trunk.algorithm,
             )
             return None
         return trunk.algorithm, checkpoint
