@@ -215,6 +215,21 @@ class GRPOConfig(trl.GRPOConfig):
     warm_start_batch_size: int = field(
         default=1, metadata={"help": "Warm start: demonstrations per optimizer step."}
     )
+    warm_start_guard_tasks: int = field(
+        default=8,
+        metadata={
+            "help": "Warm-start guard: this many of the domain's demonstration tasks are scored "
+            "greedily before and after the warm start; a warm start that lowers their score is "
+            "undone and retried at half the learning rate (0 = no guard)."
+        },
+    )
+    warm_start_guard_retries: int = field(
+        default=1,
+        metadata={
+            "help": "Warm-start guard: retries at half the learning rate; when all fail, the "
+            "domain keeps its pre-warm-start weights."
+        },
+    )
     dynamic_sampling_max_extra_groups: int = field(
         default=0,
         metadata={
@@ -637,6 +652,9 @@ class GRPOConfig(trl.GRPOConfig):
             self.warm_start_batch_size,
             "an integer >= 1",
         )
+        for name in ("warm_start_guard_tasks", "warm_start_guard_retries"):
+            value = getattr(self, name)
+            _check(integer(value) and value >= 0, name, value, "an integer >= 0")
         _check(
             integer(self.dynamic_sampling_max_extra_groups)
             and self.dynamic_sampling_max_extra_groups >= 0,

@@ -60,6 +60,7 @@ from tau2.continual_learning.grpo.learning_signal import (
 from tau2.continual_learning.grpo.rollouts import Rollouts
 from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
 from tau2.continual_learning.grpo.warm_start import WarmStart, gold_demonstrations
+from tau2.continual_learning.grpo.warm_start_guard import WarmStartGuard
 from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
 from tau2.continual_learning.model_loading import load_model_and_tokenizer, wrap_lora
 from tau2.continual_learning.report import (
@@ -134,6 +135,9 @@ class GRPOTrainer:
         self.cl_algorithm = cl_algorithm if cl_algorithm is not None else build_cl_algorithm(cfg)
         self.rollouts = Rollouts(cfg, model, tokenizer)
         self.warm_start = WarmStart(cfg, tokenizer)
+        self.warm_start_guard = WarmStartGuard(
+            cfg.warm_start_guard_tasks, cfg.warm_start_guard_retries
+        )
         self.warm_start_stats: dict[str, dict[str, Any]] = {}
         """Per domain, what its warm start did (demos, replayed demos, tokens, loss, seconds)."""
         self.checkpointer = Checkpointer(self)
@@ -262,14 +266,32 @@ class GRPOTrainer:
         return self.metrics()
 
     def _warm_start(self, domain: str) -> None:
-        """Supervised steps on ``domain``'s gold demonstrations (plus replayed ones)."""
-        stats, rows = self.warm_start.run(
-            self.model,
-            domain,
-            self.domain_index,
-            lambda d: self.tasks(d, "train"),
-            self.cl_algorithm,
-        )
+        """Supervised steps on ``domain``'s gold demonstrations (plus replayed ones), under
+        the warm-start guard when it is on."""
+        cfg = self.config
+
+        def warm_start(learning_rate: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            return self.warm_start.run(
+                self.model,
+                domain,
+                self.domain_index,
+                lambda d: self.tasks(d, "train"),
+                self.cl_algorithm,
+                learning_rate=learning_rate,
+            )
+
+        demos = self.warm_start.demonstrations(domain, self.tasks(domain, "train")).episodes
+        checked = [e.task for e in demos[: self.warm_start_guard.tasks]]
+        if checked:
+            stats, rows = self.warm_start_guard.run(
+                self.model,
+                warm_start,
+                lambda: self.score_tasks(checked).mean,
+                cfg.warm_start_learning_rate,
+                domain,
+            )
+        else:
+            stats, rows = warm_start(cfg.warm_start_learning_rate)
         self.warm_start_stats[domain] = stats
         self.log_rows += [
             {"domain": domain, "global_step": self.global_step, "phase": "warm_start", **row}
@@ -412,10 +434,24 @@ class GRPOTrainer:
     def evaluate_domain(self, domain: str, limit: int | None = None) -> Score:
         """pass^1 (with its 95% interval) on ``domain``'s test tasks (the first ``limit``)."""
         tasks = self.tasks(domain, "test")[:limit] if limit else self.tasks(domain, "test")
-        episodes = self.rollouts.run(tasks, 1, self.config.eval_temperature, self.config.seed + 7)
+        episodes = self._scored_episodes(tasks)
         if episodes:
             self.last_eval_episodes[domain] = episodes
         return pass_at_one(episodes)
+
+    def score_tasks(self, tasks: list[DomainTask]) -> Score:
+        """pass^1 of the current policy on ``tasks``, sampled as evaluations are. Under
+        torchrun every rank gets the main process's score, so decisions taken on it agree."""
+        score = pass_at_one(self._scored_episodes(tasks))
+        if self.process.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            score = broadcast_object_list([score])[0]
+        return score
+
+    def _scored_episodes(self, tasks: list[DomainTask]) -> list[Episode]:
+        """One episode per task at ``eval_temperature`` (greedy by default), seeded."""
+        return self.rollouts.run(tasks, 1, self.config.eval_temperature, self.config.seed + 7)
 
     def evaluate_all(self, desc: str) -> list[Score]:
         """Scores of every domain of the sequence, in order."""

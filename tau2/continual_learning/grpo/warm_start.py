@@ -400,10 +400,13 @@ class WarmStart:
         domain_index: int,
         tasks_of: Callable[[str], Sequence[DomainTask]],
         cl_algorithm: Any = None,
+        learning_rate: float | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Warm-start ``model`` on ``domain`` (plus replayed demonstrations); returns the
-        domain's statistics and one log row per epoch."""
+        """Warm-start ``model`` on ``domain`` (plus replayed demonstrations) at
+        ``learning_rate`` (default ``warm_start_learning_rate``); returns the domain's
+        statistics and one log row per epoch."""
         cfg = self.config
+        rate = cfg.warm_start_learning_rate if learning_rate is None else learning_rate
         start = time.perf_counter()
         demos = self.demonstrations(domain, tasks_of(domain))
         replay = self.replayed(domain, len(demos.episodes), cl_algorithm, tasks_of)
@@ -428,7 +431,7 @@ class WarmStart:
                 episodes,
                 pad_token_id=self.pad_token_id,
                 epochs=cfg.warm_start_epochs,
-                learning_rate=cfg.warm_start_learning_rate,
+                learning_rate=rate,
                 batch_size=cfg.warm_start_batch_size,
                 seed=self._seed(domain_index, 3),
                 bf16=bool(cfg.bf16),
@@ -446,6 +449,7 @@ class WarmStart:
             "dropped_failed": len(demos.failed),
             "dropped_too_long": len(demos.too_long),
             "epochs": cfg.warm_start_epochs,
+            "learning_rate": rate,
             "steps": result.steps,
             "skipped_steps": result.skipped_steps,
             "tokens_trained": result.tokens_trained,
