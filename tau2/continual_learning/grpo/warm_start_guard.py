@@ -96,6 +96,15 @@ class WarmStartGuard:
             rows += [{**row, "warm_start_attempt": attempt + 1} for row in attempt_rows]
             if after >= before:
                 kept = attempt
+                logger.info(
+                    "Warm start %s at learning rate %.3g: its %d checked tasks scored %.3f "
+                    "before, %.3f after: kept",
+                    domain,
+                    rate,
+                    self.tasks,
+                    before,
+                    after,
+                )
                 break
             restore_parameters(model, snapshot)
             logger.warning(
