@@ -10,7 +10,13 @@ import torch
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.config import ConfigError
-from tau2.continual_learning.grpo.warm_start_guard import WarmStartGuard
+from tau2.continual_learning.grpo.warm_start_guard import (
+    WarmStartGuard,
+    restore_parameters,
+    trainable_snapshot,
+)
+from tau2.continual_learning.model_loading import wrap_lora
+from tau2.continual_learning.rollout.engines.weights import MergedModel
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
@@ -152,3 +158,21 @@ def test_a_run_whose_warm_starts_pass_equals_the_run_without_the_guard(
 def test_bad_guard_values_fail(tmp_path, name):
     with pytest.raises(ConfigError, match=f"GRPOConfig.{name}="):
         GRPOConfig(output_dir=str(tmp_path), report_to=[], **{name: -1})
+
+
+def test_restored_weights_are_what_the_sampling_engine_samples_with(tokenizer):
+    """An undone warm start must not live on in the engine's merged LoRA copy."""
+    model = wrap_lora(build_tiny_model(tokenizer), 4, 8, 0.0, None)
+    merged = MergedModel(model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before = merged.current()(input_ids=ids).logits
+    snapshot = trainable_snapshot(model)
+    assert snapshot and all("lora" in name for name in snapshot)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in snapshot:
+                param.add_(0.5)
+    moved = merged.current()(input_ids=ids).logits
+    assert not torch.allclose(moved, before)
+    restore_parameters(model, snapshot)
+    assert torch.equal(merged.current()(input_ids=ids).logits, before)
