@@ -65,10 +65,6 @@ class ParsedTurn:
     calls: list[ParsedCall] = field(default_factory=list)
     text: str = ""
 
-    @property
-    def valid_calls(self) -> list[ParsedCall]:
-        return [c for c in self.calls if c.error is None]
-
 
 def _parse_call(body: str) -> ParsedCall:
     """Parse the JSON inside one ``<tool_call>`` block; raises ``ValueError`` with a reason."""
