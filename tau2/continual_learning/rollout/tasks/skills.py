@@ -14,7 +14,9 @@ Each is a real tau2 ``Task`` (``ticket``, ``evaluation_criteria`` with gold ``ac
 by tau2's evaluators on a real environment. The agent sees only the needed tools plus a few
 distractors, described briefly, and a short ticket: prompts stay under 600 tokens with the
 SmolLM2 tokenizer. Generation is deterministic from the seed; train and test are disjoint
-(split per template). Everything is cached per process.
+(split per template), and no test task has the gold actions of a train task, whatever their
+templates (:func:`gold_signature`: a customer's phone number can also be a line's, so two
+lookup templates can make the same call). Everything is cached per process.
 
 The API-migration variants (``airline_v2``, ...) have the same tasks and splits as their base
 domain, but hints, the worked example and the tool list use the v2 API
@@ -24,6 +26,9 @@ domain, but hints, the worked example and the tool list use the v2 API
 from __future__ import annotations
 
 import functools
+import itertools
+import json
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +40,8 @@ from tau2.continual_learning.rollout.domain_task import VARIANT_DOMAINS, DomainT
 from tau2.continual_learning.rollout.environments import agent_tool_schemas, environment_constructor
 from tau2.continual_learning.rollout.tasks.api_migration import variant_api
 from tau2.continual_learning.rollout.tool_format import DONE_TOOL, format_call, render_signatures
+
+logger = logging.getLogger(__name__)
 
 SKILL_DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom", *VARIANT_DOMAINS)
 """The three domains whose databases give skill tasks, and their API-migration variants."""
@@ -412,6 +419,48 @@ def _test_counts(sizes: dict[str, int], total: int) -> dict[str, int]:
     return counts
 
 
+def gold_signature(skill: Skill) -> tuple[str, ...]:
+    """The gold actions of ``skill`` as tau2's action check sees them: each call's tool name
+    and the arguments it compares (all unless ``compare_args``), canonical JSON, sorted. Two
+    tasks with equal signatures are solved by the same calls."""
+    calls = []
+    for name, args, compare in skill.actions:
+        shown = {k: v for k, v in args.items() if compare is None or k in compare}
+        calls.append(json.dumps([name, shown], sort_keys=True))
+    return tuple(sorted(calls))
+
+
+def _test_skills(shuffled: dict[str, list[Skill]], total: int) -> set[str]:
+    """Task ids of the test skills: per template the first of its shuffled skills
+    (:func:`_test_counts`), except that no test skill may share its gold signature
+    (:func:`gold_signature`) with a train skill of any template. A first pick whose signature
+    also belongs to a skill left in train goes to train, and the next skill of its template
+    whose signature is unique takes its place, so the split sizes stay."""
+    owners: dict[tuple[str, ...], list[str]] = {}
+    for skills in shuffled.values():
+        for skill in skills:
+            owners.setdefault(gold_signature(skill), []).append(skill.task_id)
+    counts = _test_counts({t: len(s) for t, s in shuffled.items()}, total)
+    first = {s.task_id for t, skills in shuffled.items() for s in skills[: counts[t]]}
+    clashing = {sig for sig, ids in owners.items() if set(ids) & first and set(ids) - first}
+
+    def unique(skill: Skill) -> bool:
+        return len(owners[gold_signature(skill)]) == 1
+
+    chosen: set[str] = set()
+    for template, skills in shuffled.items():
+        kept = [s.task_id for s in skills[: counts[template]] if gold_signature(s) not in clashing]
+        spare = (s.task_id for s in skills[counts[template] :] if unique(s))
+        chosen.update(kept, itertools.islice(spare, counts[template] - len(kept)))
+    if len(chosen) < sum(counts.values()):
+        logger.warning(
+            "Only %d of %d skill test tasks have gold actions of their own",
+            len(chosen),
+            sum(counts.values()),
+        )
+    return chosen
+
+
 @functools.cache
 def _skill_splits(domain: str, seed: int) -> dict[str, tuple[DomainTask, ...]]:
     base = base_domain(domain)  # a variant draws the same tasks and splits as its base
@@ -426,12 +475,12 @@ def _skill_splits(domain: str, seed: int) -> dict[str, tuple[DomainTask, ...]]:
         skills = list({s.task_id: s for s in by_template[template]}.values())
         rng.shuffle(skills)
         shuffled[template] = skills[:MAX_PER_TEMPLATE]
-    num_test = _test_counts({t: len(s) for t, s in shuffled.items()}, TEST_TASKS_PER_DOMAIN)
-    for template, skills in shuffled.items():
-        for index, skill in enumerate(skills):
+    test_ids = _test_skills(shuffled, TEST_TASKS_PER_DOMAIN)
+    for skills in shuffled.values():
+        for skill in skills:
             pool = [t for t in DISTRACTORS[base] if t not in skill.tools]
             distractors = tuple(rng.sample(pool, NUM_DISTRACTORS))
-            split = "test" if index < num_test[template] else "train"
+            split = "test" if skill.task_id in test_ids else "train"
             hint = rng.random() < HINT_FRACTION
             splits[split].append(skill_task(domain, skill, distractors, hint=hint))
     for tasks in splits.values():
