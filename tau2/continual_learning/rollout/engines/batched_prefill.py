@@ -3,9 +3,8 @@
 Each prompt reuses the keys/values of the longest prefix the cache holds (``reuse`` tokens) and
 encodes the rest (its *suffix*). Suffixes are encoded several rows per forward pass, in *packs*
 of similar length (:func:`packs`) of about :data:`PACK_TOKENS` tokens: on a CPU a pass of a few
-hundred tokens runs at up to 1.5x the tokens/s of one short row (per-pass overhead) and of one
-huge batch (activations fall out of cache); measured on the embedded model, 2 cores, bf16:
-1 x 64 tokens 790 tok/s, 8 x 64 1890 tok/s, 4 x 256 1550 tok/s, 16 x 217 about 1100 tok/s.
+hundred tokens runs faster per token than one short row (per-pass overhead) and than one huge
+batch (activations fall out of cache); figures in docs/results.md.
 A pack is laid out as
 
     [left padding][reused keys/values, R columns][gap][suffix]      (R = the longest reuse)

@@ -2,8 +2,8 @@
 
 transformers' ``DynamicLayer`` grows by ``torch.cat``: every decode step re-allocates and copies
 every layer's whole cache. On a CPU the fresh multi-megabyte allocations page-fault, and that,
-not the copy itself, cost most of a decode step once the context reached a few hundred tokens
-(measured: 16 rows x 1000 tokens, about 100 ms of a 184 ms step). A :class:`BufferedLayer` has
+not the copy itself, costs most of a decode step once the context reaches a few hundred tokens.
+A :class:`BufferedLayer` has
 room for the tokens a call will add and writes them into it; past its capacity it grows by
 doubling, so it is never wrong, only slower.
 
@@ -142,8 +142,8 @@ def _grown(buffer: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
 
 class Workspace:
     """Memory that successive :class:`BatchBuffers` reuse. Freshly allocated multi-megabyte
-    tensors page-fault on first touch on a CPU (measured: writing keys into a fresh block is
-    6-15x slower than into one written before), so one block is kept and handed out again,
+    tensors page-fault on first touch on a CPU (writing keys into a fresh block is several times
+    slower than into one written before), so one block is kept and handed out again,
     and when a call needs more (contexts grow turn by turn) it grows to twice the need, so
     that the next turns fit (pages never touched cost no memory). Only one
     :class:`BatchBuffers` may use it at a time: a new one overwrites the last one's memory."""
@@ -175,8 +175,8 @@ class BatchBuffers:
     when their shape and dtype are first known, uninitialised: each pack zeroes the columns
     of its rows that it does not write (left of each row's keys, and the decoding room), since
     attention reads whole buffers and masked positions must not hold NaN, which a zero
-    attention weight would not cancel. Zeroing only those (not the whole block) matters:
-    memory bandwidth made a whole-block fill about 0.15 s per call."""
+    attention weight would not cancel. Zeroing only those (not the whole block) matters: a
+    whole-block fill costs memory bandwidth on every call."""
 
     def __init__(
         self, rows: int, width: int, room: int, num_layers: int, workspace: Workspace | None = None

@@ -16,7 +16,7 @@ and the drafted tokens are accepted while they agree with what the policy sample
 Either way the pass also yields one more token (the correction, or the token after a fully
 accepted draft), so a step emits between 1 and ``len(draft) + 1`` tokens. On a CPU a decode
 step of a few rows costs about as much as reading the weights once, so scoring a few more
-positions per row is nearly free; measured in docs/rollout.md ("Prompt-lookup decoding").
+positions per row is nearly free (figures in docs/results.md, "Prompt-lookup decoding").
 
 transformers has prompt-lookup drafting (``prompt_lookup_num_tokens``) only inside
 ``generate`` for a batch of one; this module serves :class:`HFPolicy`'s batched, prefix-cached

@@ -83,8 +83,8 @@ class MergedModel:
     model is used as it is.
 
     Why: PEFT runs every adapted layer as base matmul plus two rank-``r`` matmuls, dropout and
-    an add, which made sampling forwards about a quarter slower than the merged layer (measured
-    on the embedded model, a 16 x 256-token prefill: 12.9 s against 10.2 s). Merging in place
+    an add, which makes sampling forwards markedly slower than one merged matmul per layer
+    (figures in docs/results.md). Merging in place
     (PEFT's ``merge_adapter``/``unmerge_adapter``, as TRL does for vLLM) would leave rounding
     residue in the trained base weights after every step; the copy shares every tensor the
     adapters do not touch (embeddings, norms), so it costs the adapted layers' size in memory

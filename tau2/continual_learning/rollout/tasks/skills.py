@@ -53,9 +53,9 @@ scoring every domain after every domain (the accuracy matrix) stays affordable o
 SKILL_TOOL_RESPONSE_CHARS = 300
 """Tool responses of skill episodes are shown to the model cut to this many characters (head and
 tail). Skill tasks need only the head (the record's identity) and the tail (a user's
-reservations or orders, for two-step tasks); whole responses made up about 85% of an episode's
-tokens (a product's variants run to 4,000 characters), which evaluation, the warm start and the
-GRPO update all pay for on a CPU. Measured in docs/grpo.md."""
+reservations or orders, for two-step tasks); whole responses would be most of an episode's
+tokens (a product's variants run to thousands of characters), which evaluation, the warm start
+and the GRPO update all pay for on a CPU (figures in docs/results.md, "Warm start settings")."""
 MAX_PER_TEMPLATE = 60
 NUM_DISTRACTORS = 2
 HINT_FRACTION = 0.5

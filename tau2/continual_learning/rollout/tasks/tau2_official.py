@@ -37,8 +37,8 @@ def task_splits(domain: str) -> dict[str, tuple[str, ...]]:
 
 
 TRIVIAL_TASK_IDS: dict[str, frozenset[str]] = {
-    # Tasks whose empty trajectory already scores 1.0 (measured, and re-checked by
-    # scripts/check_gold_replay.py --empty).
+    # Tasks whose empty trajectory already scores 1.0 (found by scoring empty episodes;
+    # scripts/check_gold_replay.py --empty re-checks them).
     "airline": frozenset(
         str(i) for i in (0, 1, 4, 5, 10, 28, 34, 36, 41, 43, 46, 47, 49, 6, 13, 26, 31, 45, 48)
     ),

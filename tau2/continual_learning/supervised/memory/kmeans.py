@@ -63,7 +63,7 @@ class KMeansMemory:
     ) -> tuple[np.ndarray, np.ndarray]:
         if len(points) <= k:
             return points, weights
-        from sklearn.cluster import KMeans  # imported here: sklearn.cluster takes ~1 s to import
+        from sklearn.cluster import KMeans  # imported here: sklearn.cluster is slow to import
 
         km = KMeans(n_clusters=k, n_init=3, random_state=self.seed).fit(
             points, sample_weight=weights
