@@ -1,0 +1,115 @@
+"""Shared-prefix training: the log-probs, entropies and gradients of the unshared computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from trl.trainer.utils import add_fused_lm_head
+
+from tau2.continual_learning.grpo import shared_prefix
+from tau2.continual_learning.tiny_model import build_tiny_model
+
+TEMPERATURE = 0.7
+TICKETS = [
+    "Cancel my reservation ABC123, please.",
+    "What is the status of order #W42? I ordered it",
+]
+REPLIES = ["Sure.", "Let me check that for you right away.", "I cannot help.", "Done!"]
+
+
+def batch(tokenizer) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Two groups of three rows: prompts of different lengths left-padded to one width,
+    different completions right-padded, rows of the groups interleaved (as after TRL's
+    shuffle)."""
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        for t in TICKETS
+    ]
+    assert len(prompts[0]) != len(prompts[1])
+    rows = [(prompts[i % 2], tokenizer.encode(REPLIES[i % 4])) for i in range(6)]
+    prompt_width = max(len(p) for p, _ in rows)
+    width = max(len(c) for _, c in rows)
+    pad = tokenizer.pad_token_id
+    ids, mask = [], []
+    for prompt, completion in rows:
+        left, right = prompt_width - len(prompt), width - len(completion)
+        ids.append([pad] * left + prompt + completion + [pad] * right)
+        mask.append([0] * left + [1] * (len(prompt) + len(completion)) + [0] * right)
+    return torch.tensor(ids), torch.tensor(mask), width
+
+
+def reference(model, input_ids, attention_mask, logits_to_keep):
+    """Log-probs and entropies from the plain forward's full logits."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    logits = logits[:, -logits_to_keep - 1 : -1] / TEMPERATURE
+    logps = logits.log_softmax(-1)
+    chosen = logps.gather(-1, input_ids[:, -logits_to_keep:, None]).squeeze(-1)
+    entropy = -(logps.exp() * logps).sum(-1)
+    return chosen, entropy
+
+
+def fused_model(tokenizer, lora: bool):
+    model = build_tiny_model(tokenizer, num_key_value_heads=2, seed=3).train()
+    add_fused_lm_head(model, temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        for name, param in model.named_parameters():  # LoRA's B starts at zero: move it
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.1)
+    return model
+
+
+def loss_and_grads(model, logps, entropy, mask):
+    weights = torch.linspace(-1, 1, logps.numel()).view_as(logps)
+    loss = ((logps * weights + 0.1 * entropy) * mask).sum()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_size):
+    model = fused_model(tokenizer, lora)
+    input_ids, attention_mask, keep = batch(tokenizer)
+    mask = attention_mask[:, -keep:]
+    backbone = shared_prefix.prefix_backbone(model)
+    assert backbone is not None
+    calls = []
+    backbone.register_forward_hook(
+        lambda m, a, kw, out: calls.append(kw["input_ids"].shape), with_kwargs=True
+    )
+
+    logps, entropy = shared_prefix.per_token_logps_and_entropies(
+        model,
+        backbone,
+        input_ids,
+        attention_mask,
+        keep,
+        compute_entropy=True,
+        batch_size=batch_size,
+    )
+    prompt_width = input_ids.size(1) - keep
+    # both prompts encoded once, then each row's completion (after its last prompt token)
+    assert calls[0] == (2, prompt_width - 1)
+    assert all(shape[1] == keep + 1 for shape in calls[1:])
+    expected_logps, expected_entropy = reference(model, input_ids, attention_mask, keep)
+    torch.testing.assert_close(logps * mask, expected_logps * mask, rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy * mask, expected_entropy * mask, rtol=2e-6, atol=1e-5)
+
+    grads = loss_and_grads(model, logps, entropy, mask)
+    expected = loss_and_grads(model, expected_logps, expected_entropy, mask)
+    assert max(g.abs().max().item() for g in expected) > 1e-2  # a loss that moves the weights
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_no_prefix_cache_under_activation_checkpointing(tokenizer):
+    """transformers drops the cache of checkpointed layers: that model takes TRL's path."""
+    model = fused_model(tokenizer, lora=False)
+    assert shared_prefix.prefix_backbone(model) is not None
+    model.gradient_checkpointing_enable()
+    assert shared_prefix.prefix_backbone(model) is None
