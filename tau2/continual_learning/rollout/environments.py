@@ -12,6 +12,9 @@ no tool syncing) a new environment starts on one shared database parsed once per
 an episode gets its own copy just before its first tool call that is not a ``READ``/``THINK``
 tool (:func:`own_database_before`). Tasks with an initial state, and other domains (telecom
 syncs the user's device database on every call), get fresh environments as before.
+
+Scoring replays an episode's tool calls on the same terms (:func:`replay_environment`): on the
+shared database while the calls only read, else on a private copy of it, never from disk.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tau2.continual_learning import hygiene
@@ -140,8 +143,37 @@ def own_database_before(env: Environment, tool_name: str) -> bool:
         return True
     if tools.tool_type(tool_name) in (ToolType.READ, ToolType.THINK):
         return True
-    tools.db = type(tools.db).model_validate_json(_as_json(tools.db))
+    tools.db = _private_copy(tools.db)
     return False
+
+
+def replay_environment(
+    domain: str, solo_mode: bool, tool_names: Iterable[str], initializes: bool
+) -> tuple[Environment, bool]:
+    """A fresh environment of ``domain`` on which to replay calls of ``tool_names`` (and to
+    apply a task's initial state when ``initializes``), and whether it still shares the
+    process's database: it does when the calls only read, else it starts on a private copy of
+    that database (domains that cannot share one are built by tau2's constructor)."""
+    constructor = environment_constructor(domain)
+    if not shares_database(domain, solo_mode):
+        return constructor(solo_mode=solo_mode), False
+    env = constructor(db=shared_database(domain, solo_mode), solo_mode=solo_mode)
+    if initializes:
+        env.tools.db = _private_copy(env.tools.db)
+        return env, False
+    return env, all(own_database_before(env, name) for name in tool_names)
+
+
+@functools.cache
+def shared_database_hash(domain: str, solo_mode: bool) -> str:
+    """tau2's hash (``Environment.get_db_hash``) of the process's shared database, computed
+    once: the database is never written to."""
+    return _template(domain, solo_mode).get_db_hash()
+
+
+def _private_copy(db: Any) -> Any:
+    """A copy of the shared database ``db`` that shares no object with it."""
+    return type(db).model_validate_json(_as_json(db))
 
 
 _JSON: dict[int, tuple[Any, str]] = {}

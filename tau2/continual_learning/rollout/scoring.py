@@ -6,17 +6,19 @@ the environment, action and communicate evaluators directly, so neither the regi
 litellm is imported, and it skips evaluators outside the basis (their result would be
 discarded). This module does not import torch, so pool workers start quickly.
 
-The environment evaluator is the expensive one: for every episode it parses the domain's
-database from disk twice (the episode's and the gold environment) and hashes both (about 1.6 s
-per airline episode, 20% of an untrained greedy evaluation, profiled). So it runs last, and only
-when the cheap action and communicate checks passed: the reward is their product, so a failed
-check makes it 0 whatever the database says (``reward_info`` then has no ``db_check``, and
-``info["env"]`` says why). And its result is a pure function of the task and of the
-trajectory's tool calls and tool results (tau2 replays exactly those), so
+The environment check is the expensive one. tau2's ``EnvironmentEvaluator`` parses the domain's
+database from disk twice per episode (the episode's replay and the gold environment) and hashes
+both. Here (:func:`evaluate_environment`, equal to tau2's result, tested) the gold
+environment's hashes are computed once per task (:func:`gold_database_hashes`), and the replay
+starts on the process's parsed database, copied only when a replayed call may write (a replay
+that only reads hashes as that database, whose hash is also computed once). The check runs
+last, and only when the cheap action and communicate checks passed: the reward is their
+product, so a failed check makes it 0 whatever the database says (``reward_info`` then has no
+``db_check``, and ``info["env"]`` says why). Its result is a pure function of the task and of
+the trajectory's tool calls and tool results (tau2 replays exactly those), so
 :func:`environment_reward` memoises it on them: GRPO groups repeat the same trajectory, and a
 task's successful trajectory recurs at every evaluation of the run.
 """
-
 from __future__ import annotations
 
 import concurrent.futures
@@ -29,6 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tau2.continual_learning import hygiene
+from tau2.continual_learning.rollout.environments import (
+    environment_constructor,
+    replay_environment,
+    shared_database_hash,
+)
 
 hygiene.configure_tau2_environment()
 
@@ -50,6 +57,9 @@ ENV_SKIPPED = "not evaluated: the action or communicate check already gave rewar
 
 ENVIRONMENT_REWARD_CACHE_SIZE = 4096
 """Environment-evaluator results kept per process (a few KB each)."""
+
+GOLD_CACHE_SIZE = 4096
+"""Tasks whose gold database hashes are kept per process (two short strings each)."""
 
 
 @dataclass(frozen=True)
@@ -94,19 +104,127 @@ class EnvironmentCase:
 
 @functools.lru_cache(maxsize=ENVIRONMENT_REWARD_CACHE_SIZE)
 def environment_reward(case: EnvironmentCase) -> RewardInfo:
-    """tau2's ``EnvironmentEvaluator.calculate_reward`` for ``case``, memoised per process
+    """:func:`evaluate_environment` for ``case``, memoised per process
     (``environment_reward.cache_info()`` counts hits; exceptions are not cached). The result
     is shared between hits: read it, do not modify it."""
+    return evaluate_environment(case.domain, case.task, case.messages, case.solo_mode)
+
+
+@dataclass(frozen=True)
+class GoldCase:
+    """A task's gold environment. tau2 builds it from the domain and the task alone (never in
+    solo mode, whatever the episode's mode), so its database hashes are a function of these."""
+
+    domain: str
+    task_json: str
+    task: Task = field(compare=False, repr=False)
+
+
+@functools.lru_cache(maxsize=GOLD_CACHE_SIZE)
+def gold_database_hashes(case: GoldCase) -> tuple[str | None, str | None]:
+    """The (agent, user) database hashes of the task's gold environment, built as tau2's
+    ``EnvironmentEvaluator`` builds it (the task's initial state, then its gold actions through
+    ``make_tool_call``, a failing action only logged) with tau2's own calls, once per task and
+    process."""
+    task = case.task
+    history = list(task.initial_state.message_history or []) if task.initial_state else []
+    actions = task.evaluation_criteria.actions or []
+    data, init_actions = _initialization(task)
+    env, shared = replay_environment(
+        case.domain,
+        False,
+        [*_tool_names(history), *(a.name for a in actions)],
+        initializes=data is not None or init_actions is not None,
+    )
+    env.set_state(
+        initialization_data=data, initialization_actions=init_actions, message_history=history
+    )
+    for action in actions:
+        try:
+            env.make_tool_call(
+                tool_name=action.name, requestor=action.requestor, **action.arguments
+            )
+        except Exception as exc:  # tau2 only logs a failing gold action
+            logger.warning("Gold action %s(%s) failed: %s", action.name, action.arguments, exc)
+    agent_hash = shared_database_hash(case.domain, False) if shared else env.get_db_hash()
+    return agent_hash, env.get_user_db_hash()
+
+
+def evaluate_environment(
+    domain: str, task: Task, messages: list[Message], solo_mode: bool
+) -> RewardInfo:
+    """What tau2's ``EnvironmentEvaluator.calculate_reward`` returns for this episode, without
+    reading the database from disk or rebuilding the gold environment.
+
+    Every step is tau2's own call (``set_state`` replays the episode and raises ``ValueError``
+    when a replayed tool result differs, ``get_db_hash``, ``run_env_assertion``), in tau2's
+    order. Only the function that strings them together is re-written here, because tau2's
+    builds and hashes its gold environment inline, with no way to pass hashes computed before;
+    tests hold its results equal to tau2's on gold replays and failing episodes."""
+    from tau2.data_model.simulation import DBCheck, EnvAssertionCheck, RewardInfo
+    from tau2.data_model.tasks import RewardType
     from tau2.evaluator.evaluator_env import EnvironmentEvaluator
 
-    from tau2.continual_learning.rollout.environments import environment_constructor
-
-    return EnvironmentEvaluator.calculate_reward(
-        environment_constructor=environment_constructor(case.domain),
-        task=case.task,
-        full_trajectory=case.messages,
-        solo_mode=case.solo_mode,
+    criteria = task.evaluation_criteria
+    if criteria is None or (criteria.actions is None and criteria.env_assertions is None):
+        return EnvironmentEvaluator.calculate_reward(  # it returns before building anything
+            environment_constructor=environment_constructor(domain),
+            task=task,
+            full_trajectory=messages,
+            solo_mode=solo_mode,
+        )
+    data, init_actions = _initialization(task)
+    env, shared = replay_environment(
+        domain,
+        solo_mode,
+        _tool_names(messages),
+        initializes=data is not None or init_actions is not None,
     )
+    env.set_state(
+        initialization_data=data, initialization_actions=init_actions, message_history=messages
+    )
+    gold_agent_hash, gold_user_hash = gold_database_hashes(
+        GoldCase(domain, task.model_dump_json(), task)
+    )
+    agent_hash = shared_database_hash(domain, solo_mode) if shared else env.get_db_hash()
+    db_match = agent_hash == gold_agent_hash and env.get_user_db_hash() == gold_user_hash
+    db_reward = 1.0 if db_match else 0.0
+    checks = []
+    assertion_reward = 1.0
+    for assertion in criteria.env_assertions or []:
+        met = env.run_env_assertion(assertion, raise_assertion_error=False)
+        checks.append(
+            EnvAssertionCheck(env_assertion=assertion, met=met, reward=1.0 if met else 0.0)
+        )
+        assertion_reward *= 1.0 if met else 0.0
+    reward = 1.0
+    breakdown = {}
+    if RewardType.DB in criteria.reward_basis:
+        breakdown[RewardType.DB] = db_reward
+        reward *= db_reward
+    if RewardType.ENV_ASSERTION in criteria.reward_basis:
+        breakdown[RewardType.ENV_ASSERTION] = assertion_reward
+        reward *= assertion_reward
+    return RewardInfo(
+        reward=reward,
+        db_check=DBCheck(db_match=db_match, db_reward=db_reward),
+        env_assertions=checks,
+        reward_basis=criteria.reward_basis,
+        reward_breakdown=breakdown,
+    )
+
+
+def _initialization(task: Task) -> tuple[Any, Any]:
+    """The task's ``(initialization_data, initialization_actions)``, ``None`` where absent."""
+    state = task.initial_state
+    if state is None:
+        return None, None
+    return state.initialization_data, state.initialization_actions
+
+
+def _tool_names(messages: list[Message]) -> list[str]:
+    """Names of the tool calls in ``messages``, in order."""
+    return [call.name for m in messages for call in (getattr(m, "tool_calls", None) or [])]
 
 
 def score_trajectory(
