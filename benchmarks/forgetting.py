@@ -91,13 +91,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _cli import add_override_argument
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.checkpointing import END_PREFIX, STATE_FILE
-from tau2.continual_learning.grpo.config import add_override_argument
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
 from tau2.continual_learning.report import plot_forgetting_benchmark
 

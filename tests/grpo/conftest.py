@@ -56,6 +56,8 @@ def _tiny_benchmark_settings(eval_tasks: int, demos: int) -> list[str]:
 def _load_benchmark(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as a module (benchmarks/ is not a package)."""
     path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # as `python benchmarks/<name>.py` does: _cli.py
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -1,9 +1,10 @@
-"""GRPOConfig: defaults, derived TRL fields, and errors that name field, value and allowed."""
+"""GRPOConfig: derived TRL fields, one rule per field, and errors that name field, value and\nallowed."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,18 +12,22 @@ from tau2.continual_learning import GRPOConfig
 from tau2.continual_learning.grpo.config import ConfigError
 
 
-def test_defaults_describe_the_default_cpu_job(tmp_path):
-    config = GRPOConfig(output_dir=str(tmp_path))
-    assert config.domains == ["airline", "retail", "telecom"]
-    assert config.task_source == "skills" and config.cl_algorithm == "replay"
-    assert config.model_name_or_path == "SmolLM2-135M-Instruct"
-    assert config.num_generations == config.num_samples_per_prompt
-    assert config.max_steps == config.max_steps_per_domain
-    # 2 groups x 4 episodes per optimizer step, one sequence per forward/backward pass
-    assert config.micro_batch_size == 1 and config.per_device_train_batch_size == 1
-    assert config.steps_per_generation == 8 and config.generation_batch_size == 8
-    assert config.gradient_accumulation_steps == 1  # the user's value: one generation per step
-    assert config.engine_args("elsewhere").gradient_accumulation_steps == 8
+def test_trl_batch_fields_follow_the_batch_shape(tmp_path):
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        batch_size_per_gpu=3,
+        num_samples_per_prompt=2,
+        micro_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps_per_domain=5,
+    )
+    assert (config.num_generations, config.per_device_train_batch_size) == (2, 2)
+    # 3 groups x 2 episodes x 2 accumulated batches = 12 episodes, in micro-batches of 2
+    assert (config.steps_per_generation, config.generation_batch_size) == (6, 12)
+    assert config.max_steps == 5 and config.gradient_accumulation_steps == 2  # the user's value
+    engine = config.engine_args("elsewhere")
+    assert engine.gradient_accumulation_steps == 6 and engine.output_dir == "elsewhere"
+    assert config.output_dir == str(tmp_path)  # the copy leaves the config alone
 
 
 def test_seed_example_configs_construct():
@@ -34,7 +39,6 @@ def test_seed_example_configs_construct():
     assert type(replay).__name__ == "ReplayCL" and replay.replay_ratio == 0.3
     adaptive = build_cl_algorithm(GRPOConfig(cl_algorithm="adaptive_replay", replay_ratio=0.2))
     assert adaptive.initial_replay_ratio == 0.2 and adaptive.probe_tasks == 4
-    assert GRPOConfig(replay_buffer_size=500).replay_buffer_size == 500
 
 
 @pytest.mark.parametrize(
@@ -73,7 +77,24 @@ def test_seed_example_configs_construct():
             "max_steps_per_domain",
             "0 (warm start only) with warm_start_demos_per_domain > 0",
         ),
-        ({"max_steps_per_domain": -1}, "max_steps_per_domain", ">= 1"),
+        ({"max_steps_per_domain": -1}, "max_steps_per_domain", "an integer >= 0"),
+        ({"max_turns": "3"}, "max_turns", "an integer >= 1"),
+        ({"max_turns": True}, "max_turns", "an integer >= 1"),
+        ({"learning_rate": float("nan")}, "learning_rate", "a number > 0"),
+        ({"use_peft": "yes"}, "use_peft", "True or False"),
+        ({"lora_dropout": 1.0}, "lora_dropout", "[0, 1)"),
+        ({"max_tool_response_chars": 10}, "max_tool_response_chars", "0: whole responses"),
+        ({"epsilon_high": 0.0}, "epsilon_high", "a number > 0"),
+        ({"partial_credit_weight": -0.5}, "partial_credit_weight", ">= 0"),
+        ({"curriculum": "easy_first"}, "curriculum", "('none', 'pass_rate')"),
+        ({"score_after_warm_start": None}, "score_after_warm_start", "True or False"),
+        ({"warm_start_domains": []}, "warm_start_domains", "non-empty list"),
+        ({"warm_start_domains": ["banking"]}, "warm_start_domains", "unknown domain 'banking'"),
+        (
+            {"domains": ["airline", "retail"], "warm_start_domains": ["telecom"]},
+            "warm_start_domains",
+            "domains of this run (['airline', 'retail']); not ['telecom']",
+        ),
         ({"micro_batch_size": 3}, "micro_batch_size", "one of [1, 2, 4, 8]"),
         ({"micro_batch_size": 0}, "micro_batch_size", "divisor of the 8 episodes"),
         (
@@ -123,7 +144,7 @@ def test_solo_mode_is_fine_where_every_task_has_a_ticket():
 def test_algorithms_check_their_parameters_with_the_config_rules():
     from tau2.continual_learning.continual_learning import AdaptiveReplayCL, ReplayCL
 
-    with pytest.raises(ValueError, match=r"replay_ratio=1.5 is invalid: a share in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"replay_ratio=1.5 is invalid: a number in \[0, 1\)"):
         ReplayCL(replay_ratio=1.5)
     with pytest.raises(ValueError, match=r"initial_replay_ratio=0\.9 is invalid: within"):
         AdaptiveReplayCL(initial_replay_ratio=0.9, max_replay_ratio=0.5)
@@ -152,6 +173,44 @@ def test_auto_picks_vllm_where_installed():
     assert GRPOConfig().sampling_backend == "hf"  # the default stays transformers
 
 
+def test_the_new_learning_fields_keep_todays_behaviour_and_reach_trl(tmp_path):
+    config = GRPOConfig(output_dir=str(tmp_path))
+    assert (config.warm_start_domains, config.partial_credit_weight) == (None, 0.0)
+    assert (config.curriculum, config.score_after_warm_start, config.epsilon_high) == (
+        "none",
+        True,
+        None,
+    )
+    chosen = GRPOConfig(output_dir=str(tmp_path), epsilon_high=0.28, warm_start_domains=["retail"])
+    assert chosen.engine_args("elsewhere").epsilon_high == 0.28  # TRL's clip-higher
+    assert chosen.warm_start_domains == ["retail"]
+
+
+def test_every_field_has_one_rule_and_the_reference_lists_it():
+    """A new field cannot skip validation, and docs/configuration.md is the table the rules
+    generate (regenerate it with ``python -c "from tau2.continual_learning.rules import
+    reference; ..."``, see its header)."""
+    from tau2.continual_learning.grpo.config import RULES
+    from tau2.continual_learning.rules import reference
+
+    own = set(vars(GRPOConfig)["__annotations__"])
+    assert own <= set(RULES), f"fields without a rule: {sorted(own - set(RULES))}"
+    assert "epsilon_high" in RULES  # TRL's own field, documented and checked here
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert reference(GRPOConfig, RULES) in docs, "docs/configuration.md's field table is stale"
+
+
+def test_the_config_imports_no_sampling_engine():
+    import ast
+
+    import tau2.continual_learning.grpo.config as config
+
+    tree = ast.parse(Path(config.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and ".rollout.engines" in m]
+
+
 @pytest.mark.parametrize(
     "text, value",
     [
@@ -164,8 +223,6 @@ def test_auto_picks_vllm_where_installed():
         ("output_dir=3e-5x", "3e-5x"),
     ],
 )
-def test_a_set_override_takes_the_values_type(text, value):
-    from tau2.continual_learning.grpo.config import parse_override
-
-    key, parsed = parse_override(text)
+def test_a_set_override_takes_the_values_type(text, value, load_benchmark):
+    key, parsed = load_benchmark("_cli").parse_override(text)
     assert (key, parsed) == (text.partition("=")[0], value) and type(parsed) is type(value)

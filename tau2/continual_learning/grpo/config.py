@@ -1,66 +1,52 @@
 """``GRPOConfig``: TRL's GRPO configuration plus the continual-learning sequence.
 
-Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, vLLM, logging,
-``report_to`` ...) is available unchanged. On top of it this class describes the domain
-sequence, the task source, the CL algorithm and replay, the supervised warm start, the rollout
-limits, the user simulator and LoRA. Invalid values fail at construction with a message that
-names the field, the value and what is allowed.
-
-Batch shape and TRL's derived fields. Each optimizer step trains on one *generation*: per device,
-``batch_size_per_gpu x gradient_accumulation_steps`` task groups of ``num_samples_per_prompt``
-episodes, rolled out together in one ``rollout_func`` call (so replay mixing sees the whole batch).
-The forward/backward passes go through that generation ``micro_batch_size`` sequences at a time.
-These TRL fields are derived, not set directly:
-
-- ``num_generations`` = ``num_samples_per_prompt``;
-- ``per_device_train_batch_size`` = ``micro_batch_size`` (``None``: ``batch_size_per_gpu x
-  num_samples_per_prompt``, one pass per ``gradient_accumulation_steps``, as before micro-batching);
-- ``steps_per_generation`` = episodes per generation / ``per_device_train_batch_size``, and TRL
-  derives ``generation_batch_size`` from it. Values given for these two must agree (so a config
-  rebuilt from ``to_dict()`` constructs again), other values fail.
-
-``gradient_accumulation_steps`` keeps the user's meaning above (how many ``batch_size_per_gpu``
-batches of task groups one optimizer step accumulates), so it round-trips through ``to_dict()``,
-YAML and the command line. TRL's engine, whose trainer loop counts micro-batches, runs on
-:meth:`GRPOConfig.engine_args`: a copy with ``gradient_accumulation_steps = steps_per_generation``.
+Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, ``epsilon_high``,
+logging, ``report_to`` ...) is available unchanged; on top of it come the domain sequence, the
+task source, the CL algorithm and replay, the warm start, the rollout limits, the user simulator
+and LoRA. The configuration is data: each field's valid values are one
+:class:`~tau2.continual_learning.rules.Rule` in :data:`RULES`, and only checks that involve
+several fields are code (:meth:`GRPOConfig._check_combinations`). A bad value fails at
+construction with a :class:`ConfigError` naming the field, the value and what is allowed.
+docs/configuration.md lists every field from the same table, and explains the batch shape: TRL's
+``num_generations``, ``per_device_train_batch_size``, ``steps_per_generation`` and
+``generation_batch_size`` are derived from ``batch_size_per_gpu``, ``num_samples_per_prompt``,
+``gradient_accumulation_steps`` and ``micro_batch_size``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
-import functools
-import math
-import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import trl
 
+from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
-from tau2.continual_learning.rollout.engines.hf import LOOKUP_TOKENS
-from tau2.continual_learning.rollout.engines.vllm import DEFAULT_KV_CACHE_GB
+from tau2.continual_learning.grpo.algorithms import parameters
+from tau2.continual_learning.insertion_policies import POLICIES
+from tau2.continual_learning.rules import InvalidValue, Rule, check
+from tau2.continual_learning.sampling_defaults import (
+    DEFAULT_KV_CACHE_GB,
+    LOOKUP_TOKENS,
+    VLLM_MISSING,
+    vllm_available,
+)
 
 USER_MODES = ("auto", "solo", "llm", "hf")
 ROLLOUT_BACKENDS = ("hf", "vllm", "auto")
-MICRO_BATCH_SIZE_DEFAULT = 1
-"""Default ``micro_batch_size``: keeps the default CPU job under 6 GB peak RSS (docs/grpo.md)."""
+CURRICULA = ("none", "pass_rate")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValue):
     """An invalid configuration value or combination."""
 
-
-def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ConfigError(f"GRPOConfig.{name}={value!r} is invalid: {allowed}")
+    owner = "GRPOConfig."
 
 
 def bf16_supported() -> bool:
     """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
-    (AVX512-BF16/AMX: about 2x faster than float32 for the embedded model, measured)."""
+    (AVX512-BF16/AMX)."""
     import torch
 
     if torch.cuda.is_available():
@@ -68,265 +54,139 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _domains() -> list[str]:
+    from tau2.continual_learning.rollout import available_domains
+
+    return available_domains()
+
+
+def _task_sources() -> tuple[str, ...]:
+    from tau2.continual_learning.rollout.tasks import TASK_SOURCES
+
+    return tuple(TASK_SOURCES)
+
+
+def _help(text: str, default: Any = None) -> Any:
+    """A dataclass field with ``--help`` text (HfArgumentParser reads ``metadata["help"]``)."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class GRPOConfig(trl.GRPOConfig):
-    """Configuration of a continual GRPO run (see the module docstring)."""
+    """Configuration of a continual GRPO run (see the module docstring and
+    docs/configuration.md)."""
 
     # -- TRL fields with defaults suited to small-model agent RL -------------------------------
-    learning_rate: float = field(
-        default=1e-4,
-        metadata={"help": "AdamW learning rate of the GRPO steps (the default suits LoRA)."},
+    learning_rate: float = _help("AdamW learning rate of the GRPO steps (suits LoRA).", 1e-4)
+    logging_steps: float = _help("Log every N steps.", 1)
+    bf16: bool | None = _help("bfloat16 autocast (None: where the GPU or CPU supports bf16).")
+    activation_checkpointing: bool | None = _help(
+        "Trade compute for memory in the backward pass (None: gradient_checkpointing's value)."
     )
-    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
-    bf16: bool | None = field(
-        default=None,
-        metadata={"help": "bfloat16 autocast (default: on where the GPU or CPU supports bf16)."},
-    )
-    activation_checkpointing: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Trade compute for memory in the backward pass (default off; "
-            "--gradient_checkpointing is the same switch)."
-        },
-    )
-    gradient_checkpointing: bool | None = field(
-        default=None,
-        metadata={"help": "Alias of activation_checkpointing (transformers' older name)."},
-    )
+    gradient_checkpointing: bool | None = _help("Alias of activation_checkpointing.")
+    gradient_accumulation_steps: int = _help("batch_size_per_gpu batches per optimizer step.", 1)
     # -- what to train ----------------------------------------------------------------------
-    model_name_or_path: str = field(
-        default=DEFAULT_MODEL_NAME,
-        metadata={"help": "Embedded default model, a Hugging Face model id or a local folder."},
+    model_name_or_path: str = _help(
+        "Embedded default model, a Hugging Face model id or a local folder.", DEFAULT_MODEL_NAME
     )
     domains: list[str] = field(
         default_factory=lambda: ["airline", "retail", "telecom"],
         metadata={"help": "Domains trained in this order."},
     )
-    task_source: str = field(
-        default="skills",
-        metadata={"help": "'skills' (compact tasks, CPU friendly) or 'tau2' (official tasks)."},
+    task_source: str = _help("'skills' (compact, CPU friendly) or 'tau2' (official).", "skills")
+    skills_seed: int = _help("Seed of the generated skill tasks.", 0)
+    tool_arguments_in_prompt: bool = _help(
+        "Skill prompts list each tool's arguments (false: names and descriptions only).", True
     )
-    skills_seed: int = field(default=0, metadata={"help": "Seed of the generated skill tasks."})
-    tool_arguments_in_prompt: bool = field(
-        default=True,
-        metadata={
-            "help": "Skill prompts list each tool's arguments (false: names and descriptions "
-            "only, so argument formats are learned, as the interference benchmark needs)."
-        },
-    )
-    max_steps_per_domain: int = field(
-        default=3,
-        metadata={
-            "help": "GRPO steps per domain (0: the supervised warm start only, no GRPO steps; "
-            "needs warm_start_demos_per_domain > 0)."
-        },
-    )
-    eval_tasks_per_domain: int | None = field(
-        default=None, metadata={"help": "Cap on test tasks scored per domain (default: all)."}
-    )
-    eval_temperature: float = field(
-        default=0.0, metadata={"help": "Sampling temperature for evaluation (0 = greedy)."}
-    )
-    exclude_trivial_tasks: bool = field(
-        default=True,
-        metadata={"help": "Drop training tasks that score 1.0 with an empty trajectory."},
+    max_steps_per_domain: int = _help("GRPO steps per domain (0: the warm start only).", 3)
+    eval_tasks_per_domain: int | None = _help("Test tasks scored per domain (None: all).")
+    eval_temperature: float = _help("Sampling temperature of evaluation (0: greedy).", 0.0)
+    exclude_trivial_tasks: bool = _help(
+        "Drop training tasks that score 1.0 with an empty trajectory.", True
     )
     # -- continual learning -----------------------------------------------------------------
-    cl_algorithm: str = field(
-        default="replay",
-        metadata={"help": "Registered CL algorithm: sequential, replay, adaptive_replay, ..."},
+    cl_algorithm: str = _help("Registered GRPO CL algorithm (sequential, replay, ...).", "replay")
+    replay_ratio: float = _help("Share of each step's task groups that are replayed.", 0.25)
+    replay_buffer_size: int = _help("Trajectories kept per domain in the buffer.", 1000)
+    replay_strategy: str = _help("How replayed trajectories are sampled.", "random")
+    buffer_insertion_policy: str = _help("How a full buffer admits trajectories.", "reservoir")
+    min_buffer_size: int = _help("Replay starts once the buffer holds this many records.", 8)
+    replay_all_domains: bool = _help("Replay all earlier domains (false: the latest).", True)
+    max_replay_ratio: float = _help("Adaptive replay: upper bound of the ratio.", 0.5)
+    min_replay_ratio: float = _help("Adaptive replay: lower bound of the ratio.", 0.1)
+    adaptation_rate: float = _help("Adaptive replay: step size of the ratio.", 0.1)
+    forgetting_threshold: float = _help("Adaptive replay: score drop counted as forgetting.", 0.1)
+    probe_interval: int = _help("Adaptive replay: steps between probes.", 4)
+    probe_tasks_per_domain: int = _help("Adaptive replay: test tasks per domain per probe.", 4)
+    bc_weight: float = _help("CLEAR: weight of the behaviour-cloning KL.", 0.1)
+    bc_batch_size: int = _help("CLEAR: stored trajectories cloned per step.", 2)
+    reset_optimizer_between_domains: bool = _help(
+        "Fresh optimizer at each domain start (false: AdamW's moments carry over).", True
     )
-    replay_ratio: float = field(
-        default=0.25, metadata={"help": "Share of each step's task groups that are replayed."}
+    branch_from_checkpoint: str | None = _help(
+        "A domain-end checkpoint (checkpoints/end-of-domain-NN) to continue under this run's "
+        "cl_algorithm, whichever algorithm wrote it."
     )
-    replay_buffer_size: int = field(
-        default=1000, metadata={"help": "Trajectories kept per domain in the replay buffer."}
-    )
-    replay_strategy: str = field(
-        default="random", metadata={"help": "random, high_reward, recent or balanced."}
-    )
-    buffer_insertion_policy: str = field(
-        default="reservoir",
-        metadata={
-            "help": "How a full per-domain buffer admits trajectories (fifo, reservoir, ...)."
-        },
-    )
-    min_buffer_size: int = field(
-        default=8, metadata={"help": "Replay starts once the buffer holds this many records."}
-    )
-    replay_all_domains: bool = field(
-        default=True, metadata={"help": "Replay from all earlier domains (else the latest only)."}
-    )
-    max_replay_ratio: float = field(default=0.5, metadata={"help": "Adaptive replay: upper bound."})
-    min_replay_ratio: float = field(default=0.1, metadata={"help": "Adaptive replay: lower bound."})
-    adaptation_rate: float = field(default=0.1, metadata={"help": "Adaptive replay: step size."})
-    forgetting_threshold: float = field(
-        default=0.1, metadata={"help": "Adaptive replay: probe-score drop counted as forgetting."}
-    )
-    probe_interval: int = field(
-        default=4, metadata={"help": "Adaptive replay: steps between probes of earlier domains."}
-    )
-    probe_tasks_per_domain: int = field(
-        default=4, metadata={"help": "Adaptive replay: test tasks per earlier domain per probe."}
-    )
-    bc_weight: float = field(
-        default=0.1,
-        metadata={"help": "CLEAR: weight of the behaviour-cloning KL on replayed trajectories."},
-    )
-    bc_batch_size: int = field(
-        default=2, metadata={"help": "CLEAR: stored trajectories cloned per optimisation step."}
-    )
-    reset_optimizer_between_domains: bool = field(
-        default=True,
-        metadata={
-            "help": "Fresh optimizer at each domain start (as Avalanche resets it per "
-            "experience); the schedule restarts per domain either way. False carries AdamW's "
-            "moments over, and domain-end checkpoints then hold the optimizer state (2x the "
-            "weights)."
-        },
-    )
-    branch_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "A domain-end checkpoint (checkpoints/end-of-domain-NN) to continue under "
-            "this run's cl_algorithm, whichever algorithm wrote it: runs that share their first "
-            "domains train them once (GRPOTrainer.load_checkpoint(path, branch=True); "
-            "docs/grpo.md). Not with resume_from_checkpoint, which continues the same run."
-        },
-    )
-    max_consecutive_nonfinite_losses: int = field(
-        default=3, metadata={"help": "Stop after this many NaN/inf losses in a row."}
-    )
+    max_consecutive_nonfinite_losses: int = _help("Stop after this many NaN/inf losses.", 3)
     # -- supervised warm start (grpo/warm_start.py) -----------------------------------------
-    warm_start_demos_per_domain: int = field(
-        default=16,
-        metadata={
-            "help": "Gold demonstrations (train tasks' gold actions, scored 1.0) trained on with "
-            "supervised steps before each domain's GRPO steps; 0 = no warm start."
-        },
+    warm_start_demos_per_domain: int = _help(
+        "Gold demonstrations trained on before each domain's GRPO steps (0: no warm start).", 16
     )
-    warm_start_epochs: int = field(
-        default=1, metadata={"help": "Warm start: passes over the demonstrations."}
+    warm_start_domains: list[str] | None = field(
+        default=None, metadata={"help": "Domains that get the warm start (None: every domain)."}
     )
-    warm_start_learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "Warm start: AdamW learning rate (constant; the default suits LoRA)."},
+    warm_start_epochs: int = _help("Warm start: passes over the demonstrations.", 1)
+    warm_start_learning_rate: float = _help("Warm start: constant AdamW learning rate.", 1e-3)
+    warm_start_batch_size: int = _help("Warm start: demonstrations per optimizer step.", 1)
+    warm_start_guard_tasks: int = _help(
+        "Warm-start guard: demonstration tasks scored before and after (0: no guard).", 8
     )
-    warm_start_batch_size: int = field(
-        default=1, metadata={"help": "Warm start: demonstrations per optimizer step."}
+    warm_start_guard_retries: int = _help("Warm-start guard: retries at half the rate.", 1)
+    score_after_warm_start: bool = _help("Score the domain after its warm start too.", True)
+    # -- learning signal ----------------------------------------------------------------------
+    partial_credit_weight: float = _help(
+        "Training reward = tau2 reward + weight x partial credit (evaluation stays binary).", 0.0
     )
-    warm_start_guard_tasks: int = field(
-        default=8,
-        metadata={
-            "help": "Warm-start guard: this many of the domain's demonstration tasks are scored "
-            "greedily before and after the warm start; a warm start that lowers their score is "
-            "undone and retried at half the learning rate (0 = no guard)."
-        },
+    curriculum: str = _help("pass_rate: prefer tasks the policy sometimes solves.", "none")
+    dynamic_sampling_max_extra_groups: int = _help(
+        "Zero-variance groups replaced by fresh ones, at most this many per step (0: off).", 0
     )
-    warm_start_guard_retries: int = field(
-        default=1,
-        metadata={
-            "help": "Warm-start guard: retries at half the learning rate; when all fail, the "
-            "domain keeps its pre-warm-start weights."
-        },
-    )
-    dynamic_sampling_max_extra_groups: int = field(
-        default=0,
-        metadata={
-            "help": "Dynamic sampling: zero-variance groups of new tasks are replaced by fresh "
-            "groups, at most this many extra groups per step (0 = off)."
-        },
-    )
-    guided_groups: bool = field(
-        default=False,
-        metadata={
-            "help": "Guided groups: in an all-fail group the last member is replaced by a known "
-            "success of the task (stored, else its gold demonstration; off-policy)."
-        },
+    guided_groups: bool = _help(
+        "In an all-fail group the last member is replaced by a known success.", False
     )
     # -- batch shape ------------------------------------------------------------------------
-    batch_size_per_gpu: int = field(
-        default=2, metadata={"help": "Task groups per process per step."}
-    )
-    num_samples_per_prompt: int = field(
-        default=4, metadata={"help": "GRPO group size: episodes per task."}
-    )
-    micro_batch_size: int | None = field(
-        default=MICRO_BATCH_SIZE_DEFAULT,
-        metadata={
-            "help": "Sequences per forward/backward pass on each device; it must divide the "
-            "episodes of one optimizer step (batch_size_per_gpu x num_samples_per_prompt x "
-            "gradient_accumulation_steps). Smaller = less memory, same update. None (YAML null): "
-            "batch_size_per_gpu x num_samples_per_prompt."
-        },
+    batch_size_per_gpu: int = _help("Task groups per process per step.", 2)
+    num_samples_per_prompt: int = _help("GRPO group size: episodes per task.", 4)
+    micro_batch_size: int | None = _help(
+        "Sequences per forward/backward pass (smaller: less memory, same update).", 1
     )
     # -- rollouts ---------------------------------------------------------------------------
-    max_turns: int = field(default=3, metadata={"help": "Agent turns per episode."})
-    max_new_tokens_per_turn: int = field(
-        default=64,
-        metadata={"help": "Tokens per agent turn (the longest skill call takes about 50)."},
+    max_turns: int = _help("Agent turns per episode.", 3)
+    max_new_tokens_per_turn: int = _help("Tokens per agent turn.", 64)
+    max_context_tokens: int = _help("Episode context limit in tokens.", 2048)
+    max_tool_response_chars: int | None = _help(
+        "Tool responses shown to the model cut to this many characters (head and tail)."
     )
-    max_context_tokens: int = field(default=2048, metadata={"help": "Episode context limit."})
-    max_tool_response_chars: int | None = field(
-        default=None,
-        metadata={
-            "help": "Tool responses longer than this are shown to the model cut to this many "
-            "characters (head and tail; tau2 scores the whole trajectory). None: the task "
-            "source's default (skills 300, tau2 whole); 0: always whole."
-        },
-    )
-    assistant_prefix: str | None = field(
-        default=None,
-        metadata={
-            "help": "Prompt-side start of every agent turn (default: the tool-call opening)."
-        },
-    )
+    assistant_prefix: str | None = _help("Prompt-side start of every agent turn.")
     # -- sampling engine --------------------------------------------------------------------
-    rollout_backend: str = field(
-        default="hf",
-        metadata={
-            "help": "Engine of rollouts, evaluation and probes: hf (transformers), vllm (one "
-            "in-process vLLM engine per process for the run, weights loaded after every "
-            "optimizer step) or auto (vllm where installed, else hf)."
-        },
+    rollout_backend: str = _help("Engine of rollouts, evaluation and probes.", "hf")
+    prompt_lookup_tokens: int = _help(
+        "hf engine: tokens drafted per row and decode step by prompt lookup.", LOOKUP_TOKENS
     )
-    prompt_lookup_tokens: int = field(
-        default=LOOKUP_TOKENS,
-        metadata={
-            "help": "hf engine: tokens drafted per row and decode step by prompt lookup "
-            "(speculative decoding; greedy output unchanged, sampled tokens exactly "
-            "distributed). 0: off."
-        },
-    )
-    vllm_kv_cache_gb: float = field(
-        default=DEFAULT_KV_CACHE_GB,
-        metadata={"help": "KV cache of the vLLM engine in GB (it shares memory with training)."},
-    )
+    vllm_kv_cache_gb: float = _help("KV cache of the vLLM engine in GB.", DEFAULT_KV_CACHE_GB)
     # -- user simulator ---------------------------------------------------------------------
-    user_mode: str = field(
-        default="auto",
-        metadata={"help": "auto (solo where possible, else llm/hf), solo, llm (litellm) or hf."},
-    )
-    user_llm: str | None = field(
-        default=None, metadata={"help": "litellm model string, e.g. hosted_vllm/NAME."}
-    )
-    user_api_base: str | None = field(
-        default=None, metadata={"help": "OpenAI-compatible base URL."}
-    )
-    user_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "In-process HF user model (default: the policy model)."}
-    )
-    user_temperature: float = field(default=0.0, metadata={"help": "User simulator temperature."})
+    user_mode: str = _help("auto, solo, llm (litellm) or hf.", "auto")
+    user_llm: str | None = _help("litellm model string, e.g. hosted_vllm/NAME.")
+    user_api_base: str | None = _help("OpenAI-compatible base URL of user_llm.")
+    user_model_name_or_path: str | None = _help("In-process HF user model.")
+    user_temperature: float = _help("User simulator temperature.", 0.0)
     # -- LoRA -------------------------------------------------------------------------------
-    use_peft: bool = field(
-        default=True,
-        metadata={"help": "Train a LoRA adapter (false: full fine-tuning of every weight)."},
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    use_peft: bool = _help("Train a LoRA adapter (false: full fine-tuning).", True)
+    lora_r: int = _help("LoRA rank.", 16)
+    lora_alpha: int = _help("LoRA alpha.", 32)
+    lora_dropout: float = _help("LoRA dropout.", 0.05)
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules to adapt (default: all linear layers)."}
+        default=None, metadata={"help": "Modules to adapt (None: all linear layers)."}
     )
 
     def __post_init__(self) -> None:
@@ -342,14 +202,19 @@ class GRPOConfig(trl.GRPOConfig):
             # transformers' spelling for "train on the CPU": bf16 autocast there, and the
             # gloo process group under torchrun (without it each rank trained alone)
             self.use_cpu = True
-        self._validate()
+        try:  # the registry's message also names the other wing's algorithms
+            GRPO_ALGORITHMS.get(self.cl_algorithm)
+        except (ValueError, TypeError) as err:
+            raise ConfigError("cl_algorithm", self.cl_algorithm, str(err)) from None
+        check(RULES, {name: getattr(self, name) for name in RULES}, ConfigError)
+        self._check_combinations()
         self.num_generations = self.num_samples_per_prompt
         self.per_device_train_batch_size = self.micro_batch_size or self.group_batch_size
         self.steps_per_generation = self.episodes_per_step // self.per_device_train_batch_size
         given_generation_batch_size, self.generation_batch_size = self.generation_batch_size, None
         self.max_steps = self.max_steps_per_domain
         super().__post_init__()  # TRL derives generation_batch_size from steps_per_generation
-        _check(
+        _require(
             given_generation_batch_size in (None, self.generation_batch_size),
             "generation_batch_size",
             given_generation_batch_size,
@@ -392,24 +257,12 @@ class GRPOConfig(trl.GRPOConfig):
         ``hf``."""
         if self.rollout_backend != "auto":
             return self.rollout_backend
-        from tau2.continual_learning.rollout.engines.vllm import vllm_available
-
         return "vllm" if vllm_available() else "hf"
 
     def engine_args(self, output_dir: str) -> GRPOConfig:
         """The arguments TRL's engine runs with: a copy writing to ``output_dir`` whose
-        ``gradient_accumulation_steps`` counts micro-batches (``steps_per_generation``).
-
-        One generation is then split into ``steps_per_generation`` micro-batches of
-        ``per_device_train_batch_size`` sequences whose gradients accumulate into exactly one
-        optimizer step, as without micro-batching. The update is the same: TRL computes the
-        advantages on the whole generation before splitting it, and (with ``gradient_accumulation_steps
-        == steps_per_generation``) scales each micro-batch's loss so that the accumulated gradient
-        equals the whole batch's. ``dapo`` (TRL's default), ``cispo`` and ``vespo`` divide each
-        micro-batch's token sum by the token count of the whole generation; ``grpo``, ``sapo``,
-        ``dr_grpo`` and ``luspo`` average equal-sized micro-batches. Only ``bnpo`` (mean over the
-        tokens of each micro-batch) changes with the micro-batch size, as in TRL.
-        """
+        ``gradient_accumulation_steps`` counts micro-batches (``steps_per_generation``), so one
+        generation's micro-batches accumulate into one optimizer step (docs/configuration.md)."""
         args = copy.copy(self)
         args.output_dir = output_dir
         args.gradient_accumulation_steps = self.steps_per_generation
@@ -421,314 +274,175 @@ class GRPOConfig(trl.GRPOConfig):
 
         return torch.cuda.is_available()
 
-    def _validate(self) -> None:
-        from tau2.continual_learning.grpo.algorithms import GRPO_ALGORITHMS
-        from tau2.continual_learning.rollout import available_domains
+    def _check_combinations(self) -> None:
+        """The checks that involve several fields (each field alone has passed :data:`RULES`):
+        ``(holds, field, what is allowed)``, the first that fails is raised."""
         from tau2.continual_learning.rollout.tasks import SOLO_DOMAINS, TASK_SOURCES
 
-        valid_domains = available_domains()
-        _check(
-            isinstance(self.domains, list) and len(self.domains) > 0,
-            "domains",
-            self.domains,
-            f"a non-empty list of domains from {valid_domains}",
-        )
-        for domain in self.domains:
-            _check(
-                domain in valid_domains,
-                "domains",
-                self.domains,
-                f"unknown domain {domain!r}; valid: {valid_domains}",
-            )
-        _check(
-            len(set(self.domains)) == len(self.domains),
-            "domains",
-            self.domains,
-            "each domain at most once",
-        )
-        _check(
-            self.task_source in TASK_SOURCES,
-            "task_source",
-            self.task_source,
-            f"one of {tuple(TASK_SOURCES)}",
-        )
-        source_domains = TASK_SOURCES[self.task_source].domains
-        bad = [d for d in self.domains if d not in source_domains]
-        _check(
-            not bad,
-            "domains",
-            self.domains,
-            f"task_source={self.task_source!r} supports {list(source_domains)}; not {bad}",
-        )
-        self._check_warm_start()
-        _check(
-            self.max_steps_per_domain >= 1
-            or (self.max_steps_per_domain == 0 and self.warm_start_demos_per_domain > 0),
-            "max_steps_per_domain",
-            self.max_steps_per_domain,
-            "an integer >= 1, or 0 (warm start only) with warm_start_demos_per_domain > 0",
-        )
-        _check(
-            self.eval_tasks_per_domain is None or self.eval_tasks_per_domain >= 1,
-            "eval_tasks_per_domain",
-            self.eval_tasks_per_domain,
-            "None (all test tasks) or an integer >= 1",
-        )
-        if self.cl_algorithm not in GRPO_ALGORITHMS:
-            try:
-                GRPO_ALGORITHMS.get(self.cl_algorithm)
-            except ValueError as err:
-                raise ConfigError(
-                    f"GRPOConfig.cl_algorithm={self.cl_algorithm!r} is invalid: {err}"
-                ) from None
-        self._check_algorithm_parameters()
-        _check(
-            not (self.branch_from_checkpoint and self.resume_from_checkpoint),
-            "branch_from_checkpoint",
-            self.branch_from_checkpoint,
-            "not together with resume_from_checkpoint (a branch starts a new run from another "
-            "run's domain end; a resume continues the run that wrote the checkpoint)",
-        )
-        _check(
-            self.replay_buffer_size >= 1,
-            "replay_buffer_size",
-            self.replay_buffer_size,
-            "an integer >= 1",
-        )
-        from tau2.continual_learning.insertion_policies import POLICIES
-
-        _check(
-            self.buffer_insertion_policy in POLICIES,
-            "buffer_insertion_policy",
-            self.buffer_insertion_policy,
-            f"one of {sorted(POLICIES)}",
-        )
-        _check(
-            self.batch_size_per_gpu >= 1,
-            "batch_size_per_gpu",
-            self.batch_size_per_gpu,
-            "an integer >= 1",
-        )
-        _check(
-            self.num_samples_per_prompt >= 2,
-            "num_samples_per_prompt",
-            self.num_samples_per_prompt,
-            "an integer >= 2 (GRPO compares samples within a group)",
-        )
-        _check(
-            self.gradient_accumulation_steps >= 1,
-            "gradient_accumulation_steps",
-            self.gradient_accumulation_steps,
-            "an integer >= 1",
-        )
+        supported = TASK_SOURCES[self.task_source].domains
+        unsupported = [d for d in self.domains if d not in supported]
+        not_trained = [d for d in self.warm_start_domains or () if d not in self.domains]
         episodes = self.episodes_per_step
         divisors = [d for d in range(1, episodes + 1) if episodes % d == 0]
-        _check(
-            self.micro_batch_size is None or self.micro_batch_size in divisors,
-            "micro_batch_size",
-            self.micro_batch_size,
-            f"None or a divisor of the {episodes} episodes per device and optimizer step "
-            f"(batch_size_per_gpu={self.batch_size_per_gpu} x num_samples_per_prompt="
-            f"{self.num_samples_per_prompt} x gradient_accumulation_steps="
-            f"{self.gradient_accumulation_steps}): one of {divisors}",
-        )
         micro = self.micro_batch_size or self.group_batch_size
-        _check(
-            self.steps_per_generation in (None, episodes // micro),
-            "steps_per_generation",
-            self.steps_per_generation,
-            f"None or {episodes // micro} (derived: one generation per optimizer step, in "
-            f"micro-batches of {micro}; set micro_batch_size instead)",
-        )
-        _check(self.max_turns >= 1, "max_turns", self.max_turns, "an integer >= 1")
-        _check(
-            self.prompt_lookup_tokens >= 0,
-            "prompt_lookup_tokens",
-            self.prompt_lookup_tokens,
-            "an integer >= 0",
-        )
-        _check(
-            self.max_new_tokens_per_turn >= 1,
-            "max_new_tokens_per_turn",
-            self.max_new_tokens_per_turn,
-            "an integer >= 1",
-        )
-        _check(
-            self.max_context_tokens >= 64,
-            "max_context_tokens",
-            self.max_context_tokens,
-            "an integer >= 64",
-        )
-        _check(
-            self.max_tool_response_chars is None
-            or self.max_tool_response_chars == 0
-            or self.max_tool_response_chars >= 64,
-            "max_tool_response_chars",
-            self.max_tool_response_chars,
-            "None (the task source's default), 0 (whole responses) or an integer >= 64",
-        )
-        _check(
-            self.tool_arguments_in_prompt or self.task_source == "skills",
-            "tool_arguments_in_prompt",
-            self.tool_arguments_in_prompt,
-            "True with task_source='tau2' (official prompts carry tau2's whole tool specs)",
-        )
-        _check(self.user_mode in USER_MODES, "user_mode", self.user_mode, f"one of {USER_MODES}")
-        if self.user_mode == "solo" and self.task_source == "tau2":
-            needs_user = [d for d in self.domains if d not in SOLO_DOMAINS]
-            _check(
-                not needs_user,
-                "user_mode",
-                self.user_mode,
-                f"official tau2 tasks of {needs_user} have no ticket and need a user simulator: "
-                "use user_mode 'auto', 'hf' or 'llm', or task_source='skills'",
-            )
-        if self.user_mode == "llm":
-            _check(
-                bool(self.user_llm),
-                "user_llm",
-                self.user_llm,
-                "a litellm model string when user_mode='llm'",
-            )
-        _check(self.eval_temperature >= 0.0, "eval_temperature", self.eval_temperature, ">= 0")
-        _check(
-            self.max_consecutive_nonfinite_losses >= 1,
-            "max_consecutive_nonfinite_losses",
-            self.max_consecutive_nonfinite_losses,
-            "an integer >= 1",
-        )
-        self._check_rollout_backend()
-        _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
-        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "in [0, 1)")
-
-    def _check_rollout_backend(self) -> None:
-        from tau2.continual_learning.rollout.engines.vllm import VLLM_MISSING, vllm_available
-
-        _check(
-            self.rollout_backend in ROLLOUT_BACKENDS,
-            "rollout_backend",
-            self.rollout_backend,
-            f"one of {ROLLOUT_BACKENDS}",
-        )
-        _check(
-            not self.use_vllm,
-            "use_vllm",
-            self.use_vllm,
-            "False: TRL's own vLLM engine would be rebuilt for every domain; set "
-            "rollout_backend='vllm' for one engine per run",
-        )
-        _check(self.vllm_kv_cache_gb > 0, "vllm_kv_cache_gb", self.vllm_kv_cache_gb, "> 0")
-        if self.rollout_backend == "vllm":
-            _check(vllm_available(), "rollout_backend", self.rollout_backend, VLLM_MISSING)
-
-    def _check_warm_start(self) -> None:
-        def integer(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        _check(
-            integer(self.warm_start_demos_per_domain) and self.warm_start_demos_per_domain >= 0,
-            "warm_start_demos_per_domain",
-            self.warm_start_demos_per_domain,
-            "an integer >= 0 (0 = no warm start)",
-        )
-        _check(
-            integer(self.warm_start_epochs) and self.warm_start_epochs >= 1,
-            "warm_start_epochs",
-            self.warm_start_epochs,
-            "an integer >= 1",
-        )
-        _check(
-            isinstance(self.warm_start_learning_rate, (int, float))
-            and not isinstance(self.warm_start_learning_rate, bool)
-            and math.isfinite(self.warm_start_learning_rate)
-            and self.warm_start_learning_rate > 0,
-            "warm_start_learning_rate",
-            self.warm_start_learning_rate,
-            "a finite number > 0",
-        )
-        _check(
-            integer(self.warm_start_batch_size) and self.warm_start_batch_size >= 1,
-            "warm_start_batch_size",
-            self.warm_start_batch_size,
-            "an integer >= 1",
-        )
-        for name in ("warm_start_guard_tasks", "warm_start_guard_retries"):
-            value = getattr(self, name)
-            _check(integer(value) and value >= 0, name, value, "an integer >= 0")
-        _check(
-            integer(self.dynamic_sampling_max_extra_groups)
-            and self.dynamic_sampling_max_extra_groups >= 0,
-            "dynamic_sampling_max_extra_groups",
-            self.dynamic_sampling_max_extra_groups,
-            "an integer >= 0 (0 = off)",
-        )
-
-    def _check_algorithm_parameters(self) -> None:
-        """The flat replay fields, checked with the algorithms' own rules whichever algorithm
-        is selected (so a bad flag fails now, not when an algorithm is swapped in)."""
-        from tau2.continual_learning.grpo.algorithms.parameters import (
-            InvalidParameter,
-            check,
-            check_ratio_bounds,
-        )
-
+        needs_user = [d for d in self.domains if d not in SOLO_DOMAINS]
         adaptive = (
             ("replay_ratio", self.replay_ratio) if self.cl_algorithm == "adaptive_replay" else None
         )
         try:
-            check(
-                replay_ratio=self.replay_ratio,
-                replay_strategy=self.replay_strategy,
-                min_buffer_size=self.min_buffer_size,
-                adaptation_rate=self.adaptation_rate,
-                forgetting_threshold=self.forgetting_threshold,
-                probe_interval=self.probe_interval,
-                bc_weight=self.bc_weight,
-                bc_batch_size=self.bc_batch_size,
-            )
-            check(probe_tasks=self.probe_tasks_per_domain)
-            check_ratio_bounds(self.min_replay_ratio, self.max_replay_ratio, adaptive)
-        except InvalidParameter as err:
-            name = "probe_tasks_per_domain" if err.name == "probe_tasks" else err.name
-            raise ConfigError(
-                f"GRPOConfig.{name}={err.value!r} is invalid: {err.allowed}"
-            ) from None
+            parameters.check_ratio_bounds(self.min_replay_ratio, self.max_replay_ratio, adaptive)
+        except InvalidValue as err:
+            raise ConfigError(err.name, err.value, err.allowed) from None
+        for holds, name, allowed in (
+            (
+                not unsupported,
+                "domains",
+                f"task_source={self.task_source!r} supports {list(supported)}; not {unsupported}",
+            ),
+            (
+                not not_trained,
+                "warm_start_domains",
+                f"None or domains of this run ({self.domains}); not {not_trained}",
+            ),
+            (
+                self.max_steps_per_domain >= 1 or self.warm_start_demos_per_domain > 0,
+                "max_steps_per_domain",
+                "an integer >= 1, or 0 (warm start only) with warm_start_demos_per_domain > 0",
+            ),
+            (
+                not (self.branch_from_checkpoint and self.resume_from_checkpoint),
+                "branch_from_checkpoint",
+                "not together with resume_from_checkpoint (a branch starts a new run from "
+                "another run's domain end; a resume continues the run that wrote it)",
+            ),
+            (
+                self.micro_batch_size is None or self.micro_batch_size in divisors,
+                "micro_batch_size",
+                f"None or a divisor of the {episodes} episodes per device and optimizer step "
+                f"(batch_size_per_gpu={self.batch_size_per_gpu} x num_samples_per_prompt="
+                f"{self.num_samples_per_prompt} x gradient_accumulation_steps="
+                f"{self.gradient_accumulation_steps}): one of {divisors}",
+            ),
+            (
+                self.steps_per_generation in (None, episodes // micro),
+                "steps_per_generation",
+                f"None or {episodes // micro} (derived: one generation per optimizer step, in "
+                f"micro-batches of {micro}; set micro_batch_size instead)",
+            ),
+            (
+                self.max_tool_response_chars in (None, 0) or self.max_tool_response_chars >= 64,
+                "max_tool_response_chars",
+                RULES["max_tool_response_chars"].allowed(),
+            ),
+            (
+                self.tool_arguments_in_prompt or self.task_source == "skills",
+                "tool_arguments_in_prompt",
+                "True with task_source='tau2' (official prompts carry tau2's whole tool specs)",
+            ),
+            (
+                not (self.user_mode == "solo" and self.task_source == "tau2" and needs_user),
+                "user_mode",
+                f"official tau2 tasks of {needs_user} have no ticket and need a user simulator: "
+                "use user_mode 'auto', 'hf' or 'llm', or task_source='skills'",
+            ),
+            (
+                self.user_mode != "llm" or bool(self.user_llm),
+                "user_llm",
+                "a litellm model string when user_mode='llm'",
+            ),
+            (
+                not self.use_vllm,
+                "use_vllm",
+                "False: TRL's own vLLM engine would be rebuilt for every domain; set "
+                "rollout_backend='vllm' for one engine per run",
+            ),
+            (self.rollout_backend != "vllm" or vllm_available(), "rollout_backend", VLLM_MISSING),
+        ):
+            _require(holds, name, getattr(self, name), allowed)
 
 
-def parse_override(text: str, reserved: Collection[str] = (), hint: str = "") -> tuple[str, Any]:
-    """A ``--set key=value`` argument of the benchmark scripts: a :class:`GRPOConfig` field and
-    its value parsed as YAML (so ``3e-5``, ``true`` and ``[a, b]`` take their types). Fields in
-    ``reserved`` are refused (the script sets them; ``hint`` says how). Raises
-    ``argparse.ArgumentTypeError``, whose message argparse prints."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
-    if key not in {f.name for f in dataclasses.fields(GRPOConfig)}:
-        raise argparse.ArgumentTypeError(f"{key!r} is not a GRPOConfig field")
-    if key in reserved:
-        raise argparse.ArgumentTypeError(f"{key!r} is set by the benchmark{hint}")
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
-        parsed = float(parsed)  # YAML 1.1 (PyYAML) reads an exponent without a dot as a string
-    return key, parsed
+def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(name, value, allowed)
 
 
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def add_override_argument(
-    parser: argparse.ArgumentParser, reserved: Collection[str], hint: str
-) -> None:
-    """Add the benchmark scripts' repeatable ``--set KEY=VALUE`` (:func:`parse_override`;
-    the pairs land in ``args.overrides``)."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=functools.partial(parse_override, reserved=reserved, hint=hint),
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a GRPOConfig field (repeatable; the value is parsed as YAML)",
-    )
+_AT_LEAST_1 = Rule(int, low=1)
+_SHARED_WITH_ALGORITHMS = [n for n in parameters.RULES if n != "probe_tasks"]
+RULES: dict[str, Rule] = {
+    # TRL's fields this configuration sets defaults for or documents
+    "learning_rate": Rule(float, low=0, open_low=True),
+    "logging_steps": Rule(float, low=0, open_low=True),
+    "bf16": Rule(bool, none="where the GPU or CPU supports bf16"),
+    "activation_checkpointing": Rule(bool, none="gradient_checkpointing's value"),
+    "gradient_checkpointing": Rule(bool, none="off"),
+    "gradient_accumulation_steps": _AT_LEAST_1,
+    "epsilon_high": Rule(float, low=0, open_low=True, none="epsilon's value: symmetric clip"),
+    # what to train
+    "model_name_or_path": Rule(str),
+    "domains": Rule(list, low=1, choices=_domains, item="domain"),
+    "task_source": Rule(str, choices=_task_sources),
+    "skills_seed": Rule(int),
+    "tool_arguments_in_prompt": Rule(bool),
+    "max_steps_per_domain": Rule(int, low=0, note="0: warm start only"),
+    "eval_tasks_per_domain": Rule(int, low=1, none="all test tasks"),
+    "eval_temperature": Rule(float, low=0),
+    "exclude_trivial_tasks": Rule(bool),
+    # continual learning (the replay parameters share the algorithms' rules)
+    "cl_algorithm": Rule(str, choices=GRPO_ALGORITHMS.names),
+    "replay_buffer_size": _AT_LEAST_1,
+    "buffer_insertion_policy": Rule(str, choices=lambda: sorted(POLICIES)),
+    "replay_all_domains": Rule(bool),
+    **{name: parameters.RULES[name] for name in _SHARED_WITH_ALGORITHMS},
+    "probe_tasks_per_domain": parameters.RULES["probe_tasks"],
+    "reset_optimizer_between_domains": Rule(bool),
+    "branch_from_checkpoint": Rule(str, none="start from the model"),
+    "max_consecutive_nonfinite_losses": _AT_LEAST_1,
+    # supervised warm start
+    "warm_start_demos_per_domain": Rule(int, low=0, note="0: no warm start"),
+    "warm_start_domains": Rule(list, low=1, choices=_domains, item="domain", none="every domain"),
+    "warm_start_epochs": _AT_LEAST_1,
+    "warm_start_learning_rate": Rule(float, low=0, open_low=True),
+    "warm_start_batch_size": _AT_LEAST_1,
+    "warm_start_guard_tasks": Rule(int, low=0, note="0: no guard"),
+    "warm_start_guard_retries": Rule(int, low=0),
+    "score_after_warm_start": Rule(bool),
+    # learning signal
+    "partial_credit_weight": Rule(float, low=0),
+    "curriculum": Rule(str, choices=lambda: CURRICULA),
+    "dynamic_sampling_max_extra_groups": Rule(int, low=0, note="0: off"),
+    "guided_groups": Rule(bool),
+    # batch shape
+    "batch_size_per_gpu": _AT_LEAST_1,
+    "num_samples_per_prompt": Rule(int, low=2, note="GRPO compares samples within a group"),
+    "micro_batch_size": Rule(
+        int,
+        none="batch_size_per_gpu x num_samples_per_prompt",
+        note="a divisor of the episodes per device and optimizer step",
+    ),
+    # rollouts
+    "max_turns": _AT_LEAST_1,
+    "max_new_tokens_per_turn": _AT_LEAST_1,
+    "max_context_tokens": Rule(int, low=64),
+    "max_tool_response_chars": Rule(
+        int, low=0, none="the task source's default", note="0: whole responses; else >= 64"
+    ),
+    "assistant_prefix": Rule(str, none="the tool-call opening"),
+    # sampling engine
+    "rollout_backend": Rule(str, choices=lambda: ROLLOUT_BACKENDS),
+    "prompt_lookup_tokens": Rule(int, low=0, note="0: off"),
+    "vllm_kv_cache_gb": Rule(float, low=0, open_low=True),
+    # user simulator
+    "user_mode": Rule(str, choices=lambda: USER_MODES),
+    "user_llm": Rule(str, none="needed only with user_mode='llm'"),
+    "user_api_base": Rule(str, none="litellm's default"),
+    "user_model_name_or_path": Rule(str, none="the policy model"),
+    "user_temperature": Rule(float, low=0),
+    # LoRA
+    "use_peft": Rule(bool),
+    "lora_r": _AT_LEAST_1,
+    "lora_alpha": _AT_LEAST_1,
+    "lora_dropout": Rule(float, 0, 1, open_high=True),
+    "lora_target_modules": Rule(list, low=1, item="module", none="all linear layers"),
+}
+"""Each field's valid values, declared once: checked at construction (:class:`ConfigError`) and
+listed in docs/configuration.md (:func:`~tau2.continual_learning.rules.reference`)."""

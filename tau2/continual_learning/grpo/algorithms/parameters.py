@@ -1,54 +1,40 @@
 """The one definition of each GRPO algorithm parameter's valid values.
 
-Algorithms check their constructor arguments with :func:`check`; ``GRPOConfig`` checks its flat
-fields (``--replay_ratio`` ...) with the same rules at construction, whichever algorithm is
-selected, so a bad value fails early with the same message wherever it is given.
+Algorithms check their constructor arguments with :func:`check`; ``GRPOConfig`` declares its flat
+fields (``--replay_ratio`` ...) with these same :class:`~tau2.continual_learning.rules.Rule`\\ s,
+so a bad value fails at construction, whichever algorithm is selected, with the same message
+wherever it is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from tau2.continual_learning.grpo.trajectory_buffer import SAMPLING_STRATEGIES
+from tau2.continual_learning.rules import InvalidValue, Rule
+from tau2.continual_learning.rules import check as check_rules
 
+SHARE = Rule(float, 0.0, 1.0, open_high=True, note="some of every batch must be new tasks")
 
-class InvalidParameter(ValueError):
-    """A parameter value outside its rule: carries the name, the value and what is allowed."""
-
-    def __init__(self, name: str, value: Any, allowed: str) -> None:
-        self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(f"{name}={value!r} is invalid: {allowed}")
-
-
-def _share(v: Any) -> bool:
-    return isinstance(v, int | float) and 0.0 <= v < 1.0
-
-
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "replay_ratio": (_share, "a share in [0, 1): some of every batch must be new tasks"),
-    "min_replay_ratio": (_share, "a share in [0, 1): some of every batch must be new tasks"),
-    "max_replay_ratio": (_share, "a share in [0, 1): some of every batch must be new tasks"),
-    "replay_strategy": (
-        lambda v: v in SAMPLING_STRATEGIES,
-        f"one of {tuple(SAMPLING_STRATEGIES)} (e.g. high_reward)",
-    ),
-    "min_buffer_size": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "adaptation_rate": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "forgetting_threshold": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "probe_interval": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    "probe_tasks": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    "bc_weight": (lambda v: v >= 0.0, ">= 0"),
-    "bc_batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+RULES: dict[str, Rule] = {
+    "replay_ratio": SHARE,
+    "min_replay_ratio": SHARE,
+    "max_replay_ratio": SHARE,
+    "replay_strategy": Rule(str, choices=lambda: SAMPLING_STRATEGIES),
+    "min_buffer_size": Rule(int, low=0),
+    "adaptation_rate": Rule(float, 0.0, 1.0, open_low=True),
+    "forgetting_threshold": Rule(float, 0.0, 1.0, open_low=True),
+    "probe_interval": Rule(int, low=1),
+    "probe_tasks": Rule(int, low=1),
+    "bc_weight": Rule(float, low=0.0),
+    "bc_batch_size": Rule(int, low=1),
 }
 
 
 def check(**values: Any) -> None:
-    """Raise :class:`InvalidParameter` for the first value that breaks its rule."""
-    for name, value in values.items():
-        valid, allowed = RULES[name]
-        if not valid(value):
-            raise InvalidParameter(name, value, allowed)
+    """Raise :class:`~tau2.continual_learning.rules.InvalidValue` for the first value that breaks
+    its rule."""
+    check_rules(RULES, values)
 
 
 def check_ratio_bounds(
@@ -57,11 +43,11 @@ def check_ratio_bounds(
     """``min <= max``, and an adaptive ratio's start (``(name, value)``) within them."""
     check(min_replay_ratio=min_replay_ratio, max_replay_ratio=max_replay_ratio)
     if min_replay_ratio > max_replay_ratio:
-        raise InvalidParameter(
+        raise InvalidValue(
             "min_replay_ratio", min_replay_ratio, f"<= max_replay_ratio ({max_replay_ratio})"
         )
     if initial is not None and not min_replay_ratio <= initial[1] <= max_replay_ratio:
-        raise InvalidParameter(
+        raise InvalidValue(
             initial[0],
             initial[1],
             f"within [min_replay_ratio, max_replay_ratio] = [{min_replay_ratio}, "

@@ -28,6 +28,7 @@ from tau2.continual_learning.rollout.engines.weights import (
     forward_parameters,
     weights_version,
 )
+from tau2.continual_learning.sampling_defaults import LOOKUP_TOKENS
 
 if TYPE_CHECKING:
     import torch
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LOOKUP_TOKENS = 8
-"""Drafted tokens per row and decode step (prompt-lookup decoding; 0 turns it off)."""
 LOOKUP_BATCH_TOKENS = 64
 """Drafted tokens a decode step may score in all rows together: a pass costs about as much as
 20 more positions (measured), so large batches draft little."""

