@@ -17,20 +17,28 @@ import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 
-
-def parse_config(argv: list[str] | None = None):
-    """Build a GRPOConfig from flags and an optional YAML ``--config`` file."""
-    from trl import TrlParser
-
+if TYPE_CHECKING:
     from tau2.continual_learning.grpo.config import GRPOConfig
 
+
+def parse_config(argv: list[str] | None = None) -> GRPOConfig:
+    """Build a GRPOConfig from flags and an optional YAML ``--config`` file. A bad value exits
+    as a usage error (status 2) with the config's message: field, value and what is allowed."""
+    from trl import TrlParser
+
+    from tau2.continual_learning.grpo.config import ConfigError, GRPOConfig
+
     parser = TrlParser((GRPOConfig,), prog="python -m tau2.scripts.train_grpo_cl")
-    (config,) = parser.parse_args_and_config(args=argv)
+    try:
+        (config,) = parser.parse_args_and_config(args=argv)
+    except ConfigError as err:
+        parser.error(str(err))
     return config
 
 

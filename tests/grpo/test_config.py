@@ -137,6 +137,20 @@ def test_micro_batching_config_round_trips(tmp_path):
     assert whole.steps_per_generation == 2 and whole.gradient_accumulation_steps == 2
 
 
+def test_the_command_line_takes_the_new_fields_and_refuses_bad_values(tmp_path, capsys):
+    from tau2.scripts.train_grpo_cl import parse_config
+
+    flags = ["--output_dir", str(tmp_path), "--domains", "airline", "retail"]
+    new = ["--warm_start_domains", "retail", "--curriculum", "pass_rate", "--epsilon_high", "0.28"]
+    config = parse_config([*flags, *new, "--score_after_warm_start", "false"])
+    assert (config.warm_start_domains, config.curriculum) == (["retail"], "pass_rate")
+    assert (config.epsilon_high, config.score_after_warm_start) == (0.28, False)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([*flags, "--warm_start_domains", "telecom"])
+    assert exit_info.value.code == 2  # a usage error, not a traceback
+    assert "GRPOConfig.warm_start_domains=['telecom'] is invalid" in capsys.readouterr().err
+
+
 def test_solo_mode_is_fine_where_every_task_has_a_ticket():
     assert GRPOConfig(task_source="tau2", domains=["telecom"], user_mode="solo").user_mode == "solo"
 
