@@ -19,6 +19,7 @@ the trajectory's tool calls and tool results (tau2 replays exactly those), so
 :func:`environment_reward` memoises it on them: GRPO groups repeat the same trajectory, and a
 task's successful trajectory recurs at every evaluation of the run.
 """
+
 from __future__ import annotations
 
 import concurrent.futures

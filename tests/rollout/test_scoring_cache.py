@@ -1,0 +1,218 @@
+"""The scorer's environment check, which reuses each task's gold database hashes and the
+process's parsed database, held to tau2's own ``evaluate_simulation``: the same rewards,
+database checks and environment assertions on gold replays (skill tasks of every skill domain
+and API-migration variant; official airline, retail and telecom tasks) and on failing episodes
+(a wrong argument, a missing write, an extra write, a wrong tool, another task's trajectory).
+The exhaustive check over every task is ``scripts/check_gold_replay.py --compare_tau2``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, get_task, load_tasks
+from tau2.continual_learning.rollout.environments import (
+    environment_constructor,
+    replay_environment,
+    shared_database,
+    shared_database_hash,
+    tool_schemas,
+)
+from tau2.continual_learning.rollout.scoring import (
+    GoldCase,
+    gold_database_hashes,
+    score_trajectory,
+)
+from tau2.continual_learning.rollout.scripted import (
+    ScriptedPolicy,
+    ScriptedUser,
+    gold_script,
+    unique_anchor_batches,
+)
+from tau2.continual_learning.rollout.tau2_reference import differences_from_tau2
+
+SKILL_SAMPLE = {"airline": 2, "retail": 2, "telecom": 2, "airline_v2": 1, "retail_v2": 1}
+SKILL_SAMPLE |= {"telecom_v2": 1}
+"""Skill tasks per domain: tasks with a write first (two-step before one-step), then a lookup
+(one task: a write)."""
+OFFICIAL = ["airline/7", "retail/2"]
+
+
+def _is_write(domain: str, name: str) -> bool:
+    from tau2.environment.toolkit import ToolType
+
+    tools = replay_environment(domain, False, [], initializes=False)[0].tools
+    return tools.has_tool(name) and tools.tool_type(name) not in (ToolType.READ, ToolType.THINK)
+
+
+def _writes(task) -> list[int]:
+    actions = task.task.evaluation_criteria.actions or []
+    return [i for i, a in enumerate(actions) if _is_write(task.environment_domain, a.name)]
+
+
+def _skill_sample(domain: str, count: int) -> list:
+    firsts: dict[tuple, object] = {}
+    for task in load_tasks(domain, "train", "skills") + load_tasks(domain, "test", "skills"):
+        signature = tuple(a.name for a in task.task.evaluation_criteria.actions)
+        firsts.setdefault(signature, task)
+    tasks = sorted(firsts.values(), key=lambda t: -len(t.task.evaluation_criteria.actions))
+    writes = [t for t in tasks if _writes(t)]
+    return (writes[: count - 1] + [t for t in tasks if not _writes(t)][:1])[:count]
+
+
+def _with_actions(task, actions: list):
+    criteria = task.task.evaluation_criteria.model_copy(update={"actions": actions})
+    return dataclasses.replace(
+        task, task=task.task.model_copy(update={"evaluation_criteria": criteria})
+    )
+
+
+def _read_tool_for(domain: str, arguments: dict) -> str:
+    """A read tool of ``domain`` whose required arguments all appear in ``arguments``."""
+    return next(
+        s["name"]
+        for s in tool_schemas(domain)
+        if not _is_write(domain, s["name"])
+        and s["parameters"].get("required")
+        and set(s["parameters"]["required"]) <= set(arguments)
+    )
+
+
+def _failing_variants(task) -> dict[str, object]:
+    """Tasks whose gold replay is a failing episode of ``task``: its last write with a wrong
+    argument, missing, made twice, or replaced by a read tool on the same record."""
+    actions = list(task.task.evaluation_criteria.actions)
+    i = _writes(task)[-1]
+    write = actions[i]
+    key = next(k for k, v in write.arguments.items() if isinstance(v, str))
+    wrong = write.model_copy(
+        update={"arguments": {**write.arguments, key: write.arguments[key] + "X"}}
+    )
+    read_name = _read_tool_for(task.environment_domain, write.arguments)
+    required = next(s for s in tool_schemas(task.environment_domain) if s["name"] == read_name)
+    read = write.model_copy(
+        update={
+            "name": read_name,
+            "arguments": {k: write.arguments[k] for k in required["parameters"]["required"]},
+        }
+    )
+    return {
+        "wrong argument": _with_actions(task, [*actions[:i], wrong, *actions[i + 1 :]]),
+        "missing write": _with_actions(task, actions[:i] + actions[i + 1 :]),
+        "extra write": _with_actions(task, [*actions, write]),
+        "wrong tool": _with_actions(task, [*actions[:i], read, *actions[i + 1 :]]),
+    }
+
+
+def _replay(tokenizer, tasks: list) -> list:
+    episodes = {}
+    for batch in unique_anchor_batches(tasks):
+        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=CALL_PREFIX)
+        with EpisodeRunner(
+            policy,
+            user=ScriptedUser(),
+            max_turns=40,
+            max_new_tokens_per_turn=4096,
+            max_context_tokens=1 << 20,
+            scoring_workers=0,
+        ) as runner:
+            episodes |= {id(t): e for t, e in zip(batch, runner.run(batch), strict=True)}
+    return [episodes[id(t)] for t in tasks]
+
+
+@pytest.fixture(scope="module")
+def cases(tokenizer) -> list[tuple[str, object, object]]:
+    """``(label, task scored against, episode)``: gold replays, and failing episodes whose
+    scripted actions differ from the task's gold ones, interleaved so that each task's gold
+    hashes are reused across its successes and failures."""
+    gold = [get_task(k) for k in OFFICIAL] + load_tasks("telecom", "train")[1:2]
+    gold += [t for d, n in SKILL_SAMPLE.items() for t in _skill_sample(d, n)]
+    planned: list[tuple[str, object, object]] = []
+    varied: set[str] = set()
+    for task in gold:
+        planned.append(("gold", task, task))
+        first_write = task.domain not in varied and bool(_writes(task))
+        if (
+            task.source == "skills"
+            and task.domain in ("airline", "retail", "telecom")
+            and first_write
+        ):
+            varied.add(task.domain)  # the first write task of each domain
+            planned += [(name, task, v) for name, v in _failing_variants(task).items()]
+    airline_0, airline_7 = get_task("airline/0"), get_task("airline/7")
+    extra = airline_0.task.evaluation_criteria.actions or []
+    last_write = airline_7.task.evaluation_criteria.actions[_writes(airline_7)[-1]]
+    planned.append(("extra write", airline_0, _with_actions(airline_0, [*extra, last_write])))
+    planned.append(
+        (
+            "wrong argument",
+            get_task("retail/2"),
+            _failing_variants(get_task("retail/2"))["wrong argument"],
+        )
+    )
+    episodes = _replay(tokenizer, [run for _, _, run in planned])
+    cases = [
+        (label, task, episode) for (label, task, _), episode in zip(planned, episodes, strict=True)
+    ]
+    # another task's successful trajectory, scored against a task of the same kind
+    skills = [t for _, t, _ in planned if t.source == "skills" and _writes(t)]
+    by_key = {(label, task.key): e for label, task, e in cases}
+    cases.append(("other task", skills[1], by_key[("gold", skills[0].key)]))
+    return cases
+
+
+def test_rewards_and_database_checks_equal_tau2s_on_gold_and_failing_episodes(cases):
+    differences = [
+        f"{label} {task.key}: {d}"
+        for label, task, episode in cases
+        for d in differences_from_tau2(
+            task.environment_domain,
+            task.task,
+            episode.messages,
+            episode.termination_reason,
+            task.env_solo_mode,
+        )
+    ]
+    assert not differences, "\n".join(differences)
+    labels = {label for label, _, _ in cases}
+    assert {"gold", "wrong argument", "missing write", "extra write", "wrong tool"} <= labels
+    assert {t.domain for _, t, _ in cases} >= set(SKILL_SAMPLE) | {"airline", "retail", "telecom"}
+    gold = [e.reward for label, _, e in cases if label == "gold"]
+    assert gold.count(1.0) >= len(gold) - 2  # tau2 fails some telecom gold replays in solo mode
+    failing = [
+        score_trajectory(t.environment_domain, t.task, e.messages, e.termination_reason, False)
+        for label, t, e in cases
+        if label != "gold"
+    ]
+    assert sum(reward == 0.0 for reward, _ in failing) >= len(failing) // 2
+    assert any(info.get("db_check") == {"db_match": False, "db_reward": 0.0} for _, info in failing)
+
+
+def test_gold_hashes_depend_on_the_task_and_scoring_leaves_the_shared_database_untouched(cases):
+    """Two write tasks of one domain have different gold hashes (a cache keyed on less than the
+    task would hand one the other's), read-only tasks hash as the untouched database, and after
+    every episode above the process's parsed database still hashes as one freshly read."""
+    skills = list(
+        {
+            t.task.model_dump_json(): t
+            for label, t, _ in cases
+            if label == "gold" and t.environment_domain == "airline"
+        }.values()
+    )
+    hashes = [
+        gold_database_hashes(GoldCase("airline", t.task.model_dump_json(), t.task))[0]
+        for t in skills
+    ]
+    fresh = environment_constructor("airline")().get_db_hash()
+    writes = [h for t, h in zip(skills, hashes, strict=True) if _writes(t)]
+    reads = [h for t, h in zip(skills, hashes, strict=True) if not _writes(t)]
+    assert len(set(writes)) == len(writes) >= 2 and fresh not in writes
+    assert reads == [fresh] * len(reads) and reads
+    for domain in ("airline", "retail"):
+        fresh = environment_constructor(domain)().get_db_hash()
+        assert (
+            shared_database(domain, False).get_hash()
+            == fresh
+            == shared_database_hash(domain, False)
+        )
