@@ -10,21 +10,24 @@ A :class:`CLAlgorithm` sees the training stream through hooks:
   cloning...) or returns ``None``;
 * ``post_step_hook(trainer, domain)`` after every optimisation step;
 * ``post_task_hook(trainer, domain)`` after a domain has been trained and evaluated;
+* ``warm_start_replay(domain, num_demos, rng)`` which earlier domains' demonstrations join a
+  domain's supervised warm start (GRPO wing), and how many of each;
 * ``get_statistics()`` a JSON-serialisable summary; ``state_dict()``/``load_state_dict()``
   everything needed to resume.
 
 Each trainer wing has its own :class:`AlgorithmRegistry` (``GRPO_ALGORITHMS``,
 ``SUPERVISED_ALGORITHMS``), so that configs can say ``cl_algorithm="replay"`` and a name of the
 other wing fails at construction. The trainer attaches an instance with
-:meth:`CLAlgorithm.attach`, which sets ``self._trainer``; what a GRPO algorithm may read from it
-is documented on :class:`tau2.continual_learning.grpo.trainer.GRPOTrainer`.
+:meth:`CLAlgorithm.attach`, which sets ``self._trainer``: the same object the hooks receive as
+``trainer``. For the GRPO wing it is a read-only view, and what an algorithm may read from it is
+documented in one place, :class:`tau2.continual_learning.grpo.trainer_view.TrainerView`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import math
+import random
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -61,12 +64,6 @@ class CLAlgorithm:
         """Items to train on this step; the default trains on the new items only."""
         return list(new_tasks)
 
-    def num_replay_slots(self, batch_size: int) -> int:
-        """How many of a step's ``batch_size`` task groups are reserved for replay: by default
-        ``replay_ratio * batch_size`` rounded half up (so 0.25 of 2 groups is 1, not Python's
-        banker's-rounded 0); 0 for algorithms without a ratio."""
-        return math.floor(float(getattr(self, "replay_ratio", 0.0)) * batch_size + 0.5)
-
     def extra_loss(self, model: Any, batch: Any, current_domain: str) -> Any | None:
         """An additional loss tensor for this step, or ``None``."""
         return None
@@ -76,6 +73,12 @@ class CLAlgorithm:
 
     def post_task_hook(self, trainer: Any, domain: str) -> None:
         """After ``domain`` has been trained and every domain evaluated."""
+
+    def warm_start_replay(self, domain: str, num_demos: int, rng: random.Random) -> dict[str, int]:
+        """How many demonstrations of each earlier domain to mix into ``domain``'s warm start
+        of ``num_demos`` new ones (``{earlier_domain: count}``, drawn in this order); seeded
+        choices use ``rng``. The default mixes none."""
+        return {}
 
     # -- reporting and resume ----------------------------------------------------------------
     def get_statistics(self) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def test_each_rollout_feeds_exactly_one_optimizer_step(tmp_path, tokenizer, tiny
     assert passes == [4] * (2 * 2)  # 2 micro-batches of 4 sequences per optimizer step
     assert algorithm.extra_loss_calls == 2  # the CL term once per optimizer step
     # compose_batch saw the step's 4 task groups at once: 2 of them replayed on telecom
-    assert trainer.current_batch_size == 4
+    assert trainer.view.replay_slots == 2
     assert algorithm.get_statistics()["total_replay_samples"] == 2
 
 

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
-from tau2.continual_learning.grpo.evaluation import pass_at_one, step_statistics
+from tau2.continual_learning.grpo.evaluation import pass_at_one
+from tau2.continual_learning.grpo.learning_signal import groups_of
+from tau2.continual_learning.grpo.step import step_statistics
 from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_metrics
 
 
@@ -33,7 +35,7 @@ def test_a_run_writes_its_report_with_figures_and_intervals(
 
 def test_informative_groups_are_those_with_unequal_rewards():
     episodes = [SimpleNamespace(reward=r) for r in (0, 0, 1, 0, 1, 1)]
-    stats = step_statistics(episodes, 2, "airline", 4)
+    stats = step_statistics(groups_of(episodes, 2), "airline", 4)
     assert stats["groups"] == 3 and stats["informative_groups"] == 1
     assert abs(stats["informative_share"] - 1 / 3) < 1e-12 and stats["reward_mean"] == 0.5
 

@@ -54,7 +54,7 @@ def test_adaptive_replay_example_constructs(small_config, tokenizer, tiny_model)
         adaptation_rate=0.1,
         forgetting_threshold=0.1,
     )
-    assert trainer.cl_algorithm._trainer is trainer
+    assert trainer.cl_algorithm._trainer is trainer.view  # the one channel to the trainer
 
 
 class NaNLossCL(CLAlgorithm):

@@ -1,7 +1,8 @@
-"""The GRPO wing: continual GRPO over tau2 domains, with TRL as the engine.
+"""The GRPO wing: continual GRPO over tau2 domains, with TRL training each domain.
 
-``config`` (GRPOConfig), ``trainer`` (the domain loop), ``engine`` (TRL subclass, callbacks,
-loss guard), ``algorithms`` (sequential, replay, adaptive replay, CLEAR), ``batch`` (step
-composition), ``trajectory_buffer``, ``rollouts`` (tasks, user, episodes), ``evaluation``
-(pass^1 with intervals), ``checkpointing``.
+``config`` (GRPOConfig), ``trainer`` (the domain loop), ``step`` (one GRPO step's episodes),
+``record`` (the run's scores, statistics and position), ``trainer_view`` (what an algorithm may
+read), ``trl_trainer`` (TRL subclass, hooks, loss guard), ``algorithms`` (sequential, replay,
+adaptive replay, CLEAR), ``batch`` (step composition), ``trajectory_buffer``, ``rollouts``
+(tasks, user, episodes), ``evaluation`` (pass^1 with intervals), ``checkpointing``, ``seeds``.
 """

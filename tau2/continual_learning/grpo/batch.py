@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from tau2.continual_learning.cl_algorithm import CLAlgorithm
+from tau2.continual_learning.grpo.algorithms.replay import ReplayCL
 from tau2.continual_learning.rollout import DomainTask
 
 
+def replay_slots(algorithm: CLAlgorithm, batch_size: int) -> int:
+    """How many of a step's ``batch_size`` task groups are offered for replay: a
+    :class:`ReplayCL`'s ``num_replay_slots(batch_size)``, at most ``batch_size - 1`` (a step
+    always keeps a new task); 0 for other algorithms, whose ``augment_batch`` may still return
+    earlier tasks (they then take new tasks' places)."""
+    if not isinstance(algorithm, ReplayCL):
+        return 0
+    return min(algorithm.num_replay_slots(batch_size), batch_size - 1)
+
+
 def compose_batch(
-    algorithm: CLAlgorithm, new_tasks: list[DomainTask], current_domain: str
+    algorithm: CLAlgorithm, new_tasks: list[DomainTask], current_domain: str, slots: int
 ) -> list[DomainTask]:
-    """``len(new_tasks)`` task groups: ``algorithm.num_replay_slots`` of them are offered for
+    """``len(new_tasks)`` task groups: ``slots`` of them (:func:`replay_slots`) are offered for
     replay, the algorithm gets the remaining new tasks to augment, and the result is read by
     task key: returned tasks among the offered ones are new, the others replayed. Unfilled
     replay slots are refilled with new tasks, surplus tasks are dropped (new ones first), and
     at least one new task is always kept."""
     size = len(new_tasks)
-    slots = min(algorithm.num_replay_slots(size), size - 1)
     offered = new_tasks[: size - slots]
     result = list(algorithm.augment_batch(list(offered), current_domain))
     for task in result:

@@ -18,8 +18,14 @@ trained, as many mid-domain ones (rotated here, after ``latest`` has moved: TRL'
 runs before its save callback, which would leave ``latest`` pointing at a deleted folder). A domain-end checkpoint supersedes its
 domain's mid-domain ones, which are deleted; optimizer state is kept only in the ``latest``
 checkpoint, and dropped once the run has finished (nothing resumes from it). TRL's own
-checkpoints cannot be reused for the domain-end ones: each domain runs a new TRL engine (a new
+checkpoints cannot be reused for the domain-end ones: each domain runs a new TRL trainer (a new
 schedule and dataset), and TRL's folders do not carry our state, so ours are written here.
+
+Loading (:meth:`Checkpointer.load`) restores the run record, the algorithm's state, the
+trajectory buffer and the RNGs, and returns a :class:`ResumePoint`: what the next domain's TRL
+trainer starts from (TRL's own checkpoint mid-domain, else the weights are loaded here and the
+optimizer state, if any, waits for it). A *branch* continues a domain-end checkpoint under
+another algorithm (:meth:`Checkpointer.load` with ``branch=True``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ import logging
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import PartialState
+
+from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +55,20 @@ END_PREFIX = "end-of-domain-"
 def buffer_file(rank: int) -> str:
     """Each rank's trajectory buffer, restored by that rank on resume."""
     return f"buffer-rank-{rank}.pkl"
+
+
+@dataclass
+class ResumePoint:
+    """Where a loaded checkpoint leaves the next domain's training (used once)."""
+
+    trl_checkpoint: str | None = None
+    """A mid-domain checkpoint: TRL restores model, optimizer, scheduler, its RNG and step."""
+    optimizer_state: dict[str, Any] | None = None
+    """A domain-end checkpoint's optimizer state, for the next domain's optimizer."""
+
+    @property
+    def mid_domain(self) -> bool:
+        return self.trl_checkpoint is not None
 
 
 class Checkpointer:
@@ -81,7 +104,7 @@ class Checkpointer:
         """The domain-end checkpoint: staged in a hidden folder, renamed into place, pointed at,
         then older checkpoints rotated. ``final``: the run is complete, so no optimizer state."""
         trainer = self.trainer
-        name = f"{END_PREFIX}{trainer.domain_index:02d}"
+        name = f"{END_PREFIX}{trainer.record.domain_index:02d}"
         staging = self.root / f".{name}.staging"
         if self.state.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
@@ -114,8 +137,20 @@ class Checkpointer:
         self.state.wait_for_everyone()
         if self.state.is_main_process:
             tmp = folder / f".{STATE_FILE}.tmp"
-            torch.save(trainer.continual_state(mid_domain), tmp)
+            torch.save(self.own_state(mid_domain), tmp)
             os.replace(tmp, folder / STATE_FILE)
+
+    def own_state(self, mid_domain: bool) -> dict[str, Any]:
+        """Our part of a checkpoint (TRL's files hold the rest mid-domain): the run record,
+        the algorithm's name and state, the RNGs."""
+        algorithm = self.trainer.cl_algorithm
+        return {
+            **self.trainer.record.state_dict(),
+            "mid_domain": mid_domain,
+            "cl_algorithm": algorithm.name,
+            "cl_state": algorithm.state_dict(),
+            "rng": rng_state(),
+        }
 
     def _point_latest(self, folder: Path) -> None:
         pointer = self.root / ".latest.tmp"
@@ -140,6 +175,87 @@ class Checkpointer:
                 (end / OPTIMIZER_FILE).unlink(missing_ok=True)
 
     # -- reading ---------------------------------------------------------------------------
+    def load_configured(self) -> ResumePoint:
+        """The config's ``resume_from_checkpoint`` or ``branch_from_checkpoint``, if any."""
+        config = self.trainer.config
+        if config.resume_from_checkpoint:
+            return self.load(config.resume_from_checkpoint)
+        if config.branch_from_checkpoint:
+            return self.load(config.branch_from_checkpoint, branch=True)
+        return ResumePoint()
+
+    def load(self, path: str | os.PathLike[str], *, branch: bool = False) -> ResumePoint:
+        """Restore a checkpoint (``<output_dir>/checkpoints``, its ``latest``, or one folder)
+        into the trainer; training then continues where the run stopped, mid-domain included.
+
+        ``branch=True`` continues a domain-end checkpoint under the trainer's algorithm, which
+        may differ from the one that wrote it, so runs that share their first domains (say
+        ``sequential`` and ``replay`` on a sequence's first domain) train them once. Model,
+        trajectory buffer, record and RNG come from the checkpoint; the algorithm starts fresh
+        and sees ``pre_task_hook`` and ``post_task_hook`` of each finished domain, in order,
+        with that domain's scores as the latest. What an algorithm does in between (per step,
+        on batches, through a loss) is not replayed, so a branch equals a full run of its
+        algorithm where the finished domains' training did not depend on the algorithm: true of
+        ``sequential``, ``replay`` and ``adaptive_replay`` on a first domain (nothing earlier to
+        replay or probe; tested)."""
+        trainer = self.trainer
+        algorithm = trainer.cl_algorithm
+        folder = self.resolve(path)
+        state = torch.load(folder / STATE_FILE, weights_only=False)
+        if state["domains"] != list(trainer.config.domains):
+            raise ValueError(
+                f"checkpoint {folder} is for domains {state['domains']}, config has "
+                f"{trainer.config.domains}"
+            )
+        written_by = state["cl_algorithm"]
+        if branch and state["mid_domain"]:
+            raise ValueError(
+                f"checkpoint {folder} is mid-domain: a branch starts at a domain end "
+                "(checkpoints/end-of-domain-NN)"
+            )
+        if not branch and written_by != algorithm.name:
+            raise ValueError(
+                f"checkpoint {folder} was written by {written_by!r}, this trainer runs "
+                f"{algorithm.name!r}: resume with {written_by!r}, or pass branch=True to "
+                f"continue the finished domains under {algorithm.name!r}"
+            )
+        trainer.record.load_state_dict(state)
+        if branch:
+            self._replay_domain_hooks()
+        else:
+            algorithm.load_state_dict(state["cl_state"])
+        trainer.trajectory_buffer = TrajectoryBuffer.load(self.buffer_path(folder))
+        set_rng_state(state["rng"])
+        resume = ResumePoint()
+        if state["mid_domain"]:
+            resume.trl_checkpoint = str(folder)
+        else:
+            load_weights(trainer.model, folder / "model")
+            optimizer_file = folder / OPTIMIZER_FILE
+            if optimizer_file.is_file():
+                resume.optimizer_state = torch.load(optimizer_file, weights_only=False)
+        logger.info(
+            "%s from %s: domain %d, global step %d",
+            f"Branched ({algorithm.name} after {written_by})" if branch else "Resumed",
+            folder,
+            trainer.record.domain_index,
+            trainer.record.global_step,
+        )
+        return resume
+
+    def _replay_domain_hooks(self) -> None:
+        """A fresh algorithm's view of the finished domains' boundaries (a branch): each
+        domain's ``pre_task_hook`` and ``post_task_hook``, with its own row as the latest."""
+        trainer, record = self.trainer, self.trainer.record
+        rows = record.accuracy_matrix
+        try:
+            for index, domain in enumerate(trainer.config.domains[: record.domain_index]):
+                record.accuracy_matrix = rows[: index + 1]
+                trainer.cl_algorithm.pre_task_hook(trainer.view, domain)
+                trainer.cl_algorithm.post_task_hook(trainer.view, domain)
+        finally:
+            record.accuracy_matrix = rows
+
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """A checkpoint folder from ``<output_dir>/checkpoints`` (its ``latest``) or a folder."""
         path = Path(path)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tau2.continual_learning.rollout import Episode
+from accelerate import PartialState
+
+from tau2.continual_learning.grpo.rollouts import Rollouts
+from tau2.continual_learning.rollout import DomainTask, Episode
 
 Z95 = 1.959963984540054
 
@@ -39,17 +42,36 @@ def pass_at_one(episodes: list[Episode]) -> Score:
     return Score(p, max(0.0, centre - half), min(1.0, centre + half), n, rewards)
 
 
-def step_statistics(episodes: list[Episode], group_size: int, domain: str, step: int) -> dict:
-    """One step's training signal: mean reward, and the share of GRPO groups whose rewards are
-    not all equal (the *informative* groups; a group of equal rewards has zero advantage and
-    gives TRL's loss no gradient)."""
-    groups = [episodes[i : i + group_size] for i in range(0, len(episodes), group_size)]
-    informative = sum(len({e.reward for e in g}) > 1 for g in groups)
-    return {
-        "domain": domain,
-        "global_step": step,
-        "reward_mean": sum(e.reward for e in episodes) / len(episodes) if episodes else 0.0,
-        "groups": len(groups),
-        "informative_groups": informative,
-        "informative_share": informative / len(groups) if groups else 0.0,
-    }
+class Evaluator:
+    """Scores the current policy, one seeded episode per task at ``eval_temperature`` (greedy
+    by default): a domain's test split (accuracy-matrix rows, probes, phase scores) or chosen
+    tasks (the warm-start guard). Scoring leaves the training RNGs alone."""
+
+    def __init__(self, rollouts: Rollouts, temperature: float, seed: int) -> None:
+        self.rollouts = rollouts
+        self.temperature = temperature
+        self.seed = seed
+        self.process = PartialState()
+        self.last_episodes: dict[str, list[Episode]] = {}
+        """The latest evaluation's episodes per domain (for inspection and reports)."""
+
+    def domain(self, domain: str, limit: int | None = None) -> Score:
+        """pass^1 (with its 95% interval) on ``domain``'s test tasks (the first ``limit``)."""
+        tasks = self.rollouts.tasks(domain, "test")
+        episodes = self._episodes(tasks[:limit] if limit else tasks)
+        if episodes:
+            self.last_episodes[domain] = episodes
+        return pass_at_one(episodes)
+
+    def tasks(self, tasks: list[DomainTask]) -> Score:
+        """pass^1 on ``tasks``. Under torchrun every rank gets the main process's score, so
+        decisions taken on it agree."""
+        score = pass_at_one(self._episodes(tasks))
+        if self.process.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            score = broadcast_object_list([score])[0]
+        return score
+
+    def _episodes(self, tasks: list[DomainTask]) -> list[Episode]:
+        return self.rollouts.run(tasks, 1, self.temperature, self.seed)

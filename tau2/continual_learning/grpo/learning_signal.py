@@ -29,6 +29,12 @@ Group = list[Any]
 ``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask``."""
 
 
+def groups_of(episodes: Sequence[Any], size: int) -> list[Group]:
+    """Consecutive episodes cut into groups of ``size`` (the rollout order: each task's
+    ``num_samples_per_prompt`` episodes follow each other)."""
+    return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
+
+
 def is_informative(group: Sequence[Any]) -> bool:
     """Rewards not all equal: the group has a non-zero advantage somewhere."""
     return len({float(e.reward) for e in group}) > 1

@@ -7,9 +7,8 @@ import dataclasses
 import logging
 from typing import Any
 
-import torch
-
 from tau2.continual_learning.grpo.config import GRPOConfig
+from tau2.continual_learning.grpo.token_batch import bf16_autocast
 from tau2.continual_learning.model_loading import load_model_and_tokenizer
 from tau2.continual_learning.rollout import (
     DomainTask,
@@ -67,8 +66,6 @@ class Rollouts:
         """Episodes of ``tasks`` (each ``num_generations`` times, consecutively) with the
         current weights, under bf16 autocast when configured."""
         cfg = self.config
-        device_type = next(self.model.parameters()).device.type
-        autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(cfg.bf16))
         runner = EpisodeRunner(
             self.policy,
             user=self.user,
@@ -81,7 +78,7 @@ class Rollouts:
             seed=seed,
             assistant_prefix=cfg.agent_turn_prefix,
         )
-        with autocast, runner:
+        with bf16_autocast(self.model, bool(cfg.bf16)), runner:
             return runner.run(tasks, num_generations=num_generations)
 
 

@@ -2,7 +2,7 @@
 domain's GRPO steps, so that a weak policy succeeds often enough for GRPO groups to carry signal.
 
 **Demonstrations** (:func:`gold_demonstrations`). A domain's train tasks carry gold actions; they
-are replayed through the episode engine's scripted path (:class:`ScriptedPolicy` with
+are replayed through the episode runner's scripted path (:class:`ScriptedPolicy` with
 :func:`gold_script`, :class:`ScriptedUser` for tasks without a ticket), so parsing, tool calls,
 token assembly and scoring are the production code and every demonstration is, token for token,
 what the policy would write in our format (``env_mask`` marks those tokens). tau2's evaluators
@@ -48,7 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tau2.continual_learning.cl_algorithm import CLAlgorithm
 from tau2.continual_learning.grpo.checkpointing import rng_state, set_rng_state
+from tau2.continual_learning.grpo.seeds import Seeds, WarmStartDraw
+from tau2.continual_learning.grpo.token_batch import bf16_autocast, pad_token_id, right_padded
 from tau2.continual_learning.rollout import CALL_PREFIX, Episode, EpisodeRunner
 from tau2.continual_learning.rollout.engines.weights import forward_parameters
 from tau2.continual_learning.rollout.scripted import (
@@ -106,7 +109,7 @@ def gold_demonstrations(
     assistant_prefix: str = CALL_PREFIX,
     max_tool_response_chars: int | None = None,
 ) -> DemonstrationSet:
-    """Replay the gold actions of ``tasks`` through the episode engine and keep the episodes
+    """Replay the gold actions of ``tasks`` through the episode runner and keep the episodes
     that tau2's evaluators score 1.0 and that fit in ``max_context_tokens`` (in task order).
     Tool responses are shown as the run's episodes show them (``max_tool_response_chars``)."""
     episodes: list[Episode] = []
@@ -141,18 +144,9 @@ def gold_demonstrations(
 def build_batch(episodes: Sequence[Episode], pad_token_id: int) -> dict[str, torch.Tensor]:
     """``input_ids`` (``prompt_ids + completion_ids``, right-padded), ``attention_mask`` and
     ``labels``: the token where the model wrote it (``env_mask == 1``), else ``-100``."""
-    rows = [e.prompt_ids + e.completion_ids for e in episodes]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (episode, row) in enumerate(zip(episodes, rows, strict=True)):
-        ids = torch.tensor(row, dtype=torch.long)
-        input_ids[i, : len(row)] = ids
-        attention_mask[i, : len(row)] = 1
-        trained = torch.tensor([0] * len(episode.prompt_ids) + list(episode.env_mask), dtype=bool)
-        labels[i, : len(row)] = torch.where(trained, ids, IGNORE_INDEX)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = right_padded(episodes, pad_token_id)
+    labels = torch.where(batch.model_written, batch.input_ids, IGNORE_INDEX)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": labels}
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -189,11 +183,6 @@ def masked_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch
     return loss, count
 
 
-def _autocast(model: Any, bf16: bool) -> torch.autocast:
-    device_type = next(model.parameters()).device.type
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
-
-
 def mean_model_token_logprob(
     model: Any, episodes: Sequence[Episode], pad_token_id: int, *, bf16: bool = False
 ) -> float:
@@ -202,7 +191,7 @@ def mean_model_token_logprob(
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad(), _autocast(model, bf16):
+    with torch.no_grad(), bf16_autocast(model, bf16):
         for episode in episodes:
             loss, n = masked_token_loss(model, build_batch([episode], pad_token_id))
             total, count = total + float(loss), count + n
@@ -254,7 +243,7 @@ def supervised_steps(
                 batch = build_batch(
                     [episodes[i] for i in order[start : start + batch_size]], pad_token_id
                 )
-                with _autocast(model, bf16):
+                with bf16_autocast(model, bf16):
                     loss_sum, count = masked_token_loss(model, batch)
                 if not count:
                     continue
@@ -300,19 +289,15 @@ class WarmStart:
     def __init__(self, config: GRPOConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config
         self.tokenizer = tokenizer
+        self.seeds = Seeds(config.seed)
         self._cache: dict[tuple[Any, ...], DemonstrationSet] = {}
 
     @property
     def enabled(self) -> bool:
         return self.config.warm_start_demos_per_domain > 0
 
-    @property
-    def pad_token_id(self) -> int:
-        tok = self.tokenizer
-        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    def _seed(self, domain_index: int, purpose: int) -> int:
-        return self.config.seed * 1_000_003 + (domain_index + 1) * 7_919 + purpose
+    def _seed(self, domain: str, draw: WarmStartDraw) -> int:
+        return self.seeds.warm_start(list(self.config.domains).index(domain), draw)
 
     def demonstrations(self, domain: str, tasks: Sequence[DomainTask]) -> DemonstrationSet:
         """Gold demonstrations of ``warm_start_demos_per_domain`` of ``domain``'s train
@@ -331,9 +316,8 @@ class WarmStart:
             cfg.assistant_prefix,
         )
         if key not in self._cache:
-            index = list(cfg.domains).index(domain)
             chosen = list(tasks)
-            random.Random(self._seed(index, 1)).shuffle(chosen)
+            random.Random(self._seed(domain, WarmStartDraw.DEMONSTRATIONS)).shuffle(chosen)
             chosen = chosen[: cfg.warm_start_demos_per_domain]
             prefix = cfg.agent_turn_prefix
             with _global_rng_preserved():  # built now or later (a resume): same RNG afterwards
@@ -362,34 +346,25 @@ class WarmStart:
         self,
         domain: str,
         num_new: int,
-        cl_algorithm: Any,
+        cl_algorithm: CLAlgorithm,
         tasks_of: Callable[[str], Sequence[DomainTask]],
     ) -> list[Episode]:
-        """Earlier domains' demonstrations mixed in at the algorithm's replay ratio:
-        ``round(ratio / (1 - ratio) * num_new)``, in equal shares across the earlier domains
-        (a seeded draw; the remainder goes to seeded domains)."""
-        ratio = float(getattr(cl_algorithm, "replay_ratio", 0.0) or 0.0)
-        previous_domains = getattr(cl_algorithm, "previous_domains", None)
-        if ratio <= 0.0 or ratio >= 1.0 or previous_domains is None or not num_new:
-            return []
-        previous = list(previous_domains(domain))
-        wanted = round(ratio / (1.0 - ratio) * num_new)
-        if not previous or not wanted:
-            return []
-        rng = random.Random(self._seed(list(self.config.domains).index(domain), 2))
-        shares = [wanted // len(previous)] * len(previous)
-        for i in rng.sample(range(len(previous)), wanted % len(previous)):
-            shares[i] += 1
+        """Earlier domains' demonstrations to mix into ``domain``'s warm start of ``num_new``
+        demonstrations: as many per domain as the algorithm's
+        :meth:`~tau2.continual_learning.cl_algorithm.CLAlgorithm.warm_start_replay` asks for,
+        drawn from each domain's demonstrations (seeded)."""
+        rng = random.Random(self._seed(domain, WarmStartDraw.REPLAY))
+        wanted = cl_algorithm.warm_start_replay(domain, num_new, rng) if num_new else {}
         replay: list[Episode] = []
-        for old, share in zip(previous, shares, strict=True):
+        for old, share in wanted.items():
             pool = self.demonstrations(old, tasks_of(old)).episodes
             replay += rng.sample(pool, min(share, len(pool)))
-        if len(replay) < wanted:
+        if len(replay) < sum(wanted.values()):
             logger.info(
                 "Warm start %s: %d of %d replayed demonstrations available",
                 domain,
                 len(replay),
-                wanted,
+                sum(wanted.values()),
             )
         return replay
 
@@ -397,9 +372,8 @@ class WarmStart:
         self,
         model: Any,
         domain: str,
-        domain_index: int,
         tasks_of: Callable[[str], Sequence[DomainTask]],
-        cl_algorithm: Any = None,
+        cl_algorithm: CLAlgorithm,
         learning_rate: float | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Warm-start ``model`` on ``domain`` (plus replayed demonstrations) at
@@ -429,11 +403,11 @@ class WarmStart:
             result = supervised_steps(
                 model,
                 episodes,
-                pad_token_id=self.pad_token_id,
+                pad_token_id=pad_token_id(self.tokenizer),
                 epochs=cfg.warm_start_epochs,
                 learning_rate=rate,
                 batch_size=cfg.warm_start_batch_size,
-                seed=self._seed(domain_index, 3),
+                seed=self._seed(domain, WarmStartDraw.ORDER),
                 bf16=bool(cfg.bf16),
                 max_grad_norm=cfg.max_grad_norm,
                 weight_decay=cfg.weight_decay,

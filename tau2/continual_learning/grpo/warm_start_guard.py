@@ -65,14 +65,17 @@ class WarmStartGuard:
         self,
         model: torch.nn.Module,
         warm_start: Callable[[float], tuple[dict[str, Any], list[dict[str, Any]]]],
-        score: Callable[[], float],
+        score: Callable[[], float] | None,
         learning_rate: float,
         domain: str,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Run ``warm_start(learning_rate)`` under the guard; ``score()`` scores the model now.
-        Returns the kept attempt's statistics (with a ``guard`` entry: the scores before and
-        after each attempt, their learning rates, which attempt was kept, ``None`` if none,
-        and the seconds spent scoring) and every attempt's log rows (``warm_start_attempt``)."""
+        """Run ``warm_start(learning_rate)`` under the guard; ``score()`` scores the model now
+        (``None``: nothing to score, the warm start runs unguarded). Returns the kept attempt's
+        statistics (with a ``guard`` entry: the scores before and after each attempt, their
+        learning rates, which attempt was kept, ``None`` if none, and the seconds spent
+        scoring) and every attempt's log rows (``warm_start_attempt``)."""
+        if score is None:
+            return warm_start(learning_rate)
         scoring_s = 0.0
 
         def timed_score() -> float:

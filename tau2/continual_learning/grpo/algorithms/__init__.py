@@ -1,11 +1,12 @@
 """The GRPO wing's continual-learning algorithms, registered in ``GRPO_ALGORITHMS``.
 
-Batch composition: the trainer asks :meth:`CLAlgorithm.num_replay_slots` how many of a step's
-``B`` task groups are reserved for replay, hands ``augment_batch`` the ``B - slots`` new tasks,
-and tops the result up with new tasks when the algorithm could not fill its slots (buffer below
-``min_buffer_size``). Returned tasks whose key is not among the offered new tasks are the
-replayed ones; each gets ``num_samples_per_prompt`` fresh rollouts like any other, so GRPO's
-group structure is kept.
+Batch composition (:func:`~tau2.continual_learning.grpo.batch.compose_batch`): the trainer
+reserves a :class:`ReplayCL`'s ``num_replay_slots(B)`` of a step's ``B`` task groups for replay
+(once per step, told to the algorithm as ``self._trainer.replay_slots``), hands
+``augment_batch`` the ``B - slots`` new tasks, and tops the result up with new tasks when the
+algorithm could not fill its slots (buffer below ``min_buffer_size``). Returned tasks whose key
+is not among the offered new tasks are the replayed ones; each gets ``num_samples_per_prompt``
+fresh rollouts like any other, so GRPO's group structure is kept.
 """
 
 from __future__ import annotations

@@ -73,9 +73,7 @@ class AdaptiveReplayCL(ReplayCL):
         if not previous or self.steps_in_domain % self.probe_interval:
             return
         scores = trainer.probe(previous, self.probe_tasks)
-        self.observe_probe_scores(
-            scores, step=getattr(trainer, "global_step", self.steps_in_domain)
-        )
+        self.observe_probe_scores(scores, step=trainer.global_step)
 
     def post_task_hook(self, trainer: Any, domain: str) -> None:
         """The score right after training a domain becomes its first reference."""

@@ -7,6 +7,7 @@ from typing import Any
 from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS
 from tau2.continual_learning.grpo.algorithms.parameters import check
 from tau2.continual_learning.grpo.algorithms.replay import ReplayCL
+from tau2.continual_learning.grpo.token_batch import pad_token_id, right_padded
 
 
 @GRPO_ALGORITHMS.register("clear")
@@ -50,7 +51,8 @@ class CLEARCL(ReplayCL):
         ]
         if not records:
             return None
-        loss = self.bc_weight * behaviour_kl(model, records, self._trainer.tokenizer.pad_token_id)
+        pad_id = pad_token_id(self._trainer.tokenizer)
+        loss = self.bc_weight * behaviour_kl(model, records, pad_id)
         self.bc_steps += 1
         self.last_bc_loss = float(loss.detach())
         return loss
@@ -73,25 +75,12 @@ def behaviour_kl(model: Any, records: list[Any], pad_id: int) -> Any:
     import torch
 
     device = next(model.parameters()).device
-    sequences = [list(r.prompt_ids) + list(r.completion_ids) for r in records]
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(records), width), dtype=torch.long)
-    mask = torch.zeros((len(records), width), dtype=torch.float32)
-    behaviour = torch.zeros((len(records), width), dtype=torch.float32)
-    for i, (record, seq) in enumerate(zip(records, sequences, strict=True)):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention[i, : len(seq)] = 1
-        start = len(record.prompt_ids)
-        end = start + len(record.completion_ids)
-        mask[i, start:end] = torch.tensor(record.env_mask, dtype=torch.float32)
-        behaviour[i, start:end] = torch.tensor(record.logprobs, dtype=torch.float32)
-    input_ids, attention, mask, behaviour = (
-        t.to(device) for t in (input_ids, attention, mask, behaviour)
-    )
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    delta = logp - behaviour[:, 1:]
+    batch = right_padded(records, pad_id, logprobs=True)
+    input_ids = batch.input_ids.to(device)
+    logits = model(input_ids=input_ids, attention_mask=batch.attention_mask.to(device)).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    delta = logp - batch.logprobs[:, 1:].to(device)
     per_token = torch.exp(delta) - delta - 1.0
-    token_mask = mask[:, 1:]
+    token_mask = batch.model_written[:, 1:].to(device, torch.float32)
     return (per_token * token_mask).sum() / token_mask.sum().clamp(min=1.0)

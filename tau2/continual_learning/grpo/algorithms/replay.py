@@ -1,9 +1,11 @@
 """Experience replay for GRPO: a fixed share of every step's task groups comes from earlier
 domains. A replayed task gets fresh rollouts like any new one, so GRPO's group structure is
-kept."""
+kept. The same share of earlier domains' demonstrations joins each warm start."""
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS, CLAlgorithm
@@ -55,10 +57,19 @@ class ReplayCL(CLAlgorithm):
             earlier = earlier[-1:]
         return earlier
 
+    def num_replay_slots(self, batch_size: int) -> int:
+        """How many of a step's ``batch_size`` task groups this algorithm asks to replay:
+        ``replay_ratio * batch_size`` rounded half up (so 0.25 of 2 groups is 1, not Python's
+        banker's-rounded 0). The trainer asks once per step and passes the answer back as
+        ``self._trainer.replay_slots``."""
+        return math.floor(self.replay_ratio * batch_size + 0.5)
+
     def augment_batch(self, new_tasks: list[Any], current_domain: str) -> list[Any]:
+        """The offered new tasks plus ``self._trainer.replay_slots`` replayed ones, once the
+        earlier domains' buffers hold ``min_buffer_size`` records."""
         if self._trainer is None:
             return list(new_tasks)
-        slots = self.num_replay_slots(self._trainer.current_batch_size)
+        slots = self._trainer.replay_slots
         previous = self.previous_domains(current_domain)
         buffer = self._trainer.trajectory_buffer
         available = sum(buffer.size(d) for d in previous)
@@ -81,6 +92,19 @@ class ReplayCL(CLAlgorithm):
             previous_domains, num_samples, self.replay_strategy
         )
         return [r.task for r in records]
+
+    def warm_start_replay(self, domain: str, num_demos: int, rng: random.Random) -> dict[str, int]:
+        """Earlier domains' demonstrations at the replay ratio: ``round(ratio / (1 - ratio) *
+        num_demos)`` of them, in equal shares across the earlier domains (the remainder goes to
+        domains drawn with ``rng``)."""
+        previous = self.previous_domains(domain)
+        wanted = round(self.replay_ratio / (1.0 - self.replay_ratio) * num_demos)
+        if not previous or not wanted:
+            return {}
+        shares = [wanted // len(previous)] * len(previous)
+        for i in rng.sample(range(len(previous)), wanted % len(previous)):
+            shares[i] += 1
+        return dict(zip(previous, shares, strict=True))
 
     # -- reporting ---------------------------------------------------------------------------
     def get_statistics(self) -> dict[str, Any]:

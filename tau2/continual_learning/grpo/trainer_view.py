@@ -1,0 +1,80 @@
+"""What a GRPO algorithm may read from the trainer: the plugin contract's one channel.
+
+An algorithm gets a :class:`TrainerView` as ``self._trainer`` (from
+:meth:`~tau2.continual_learning.cl_algorithm.CLAlgorithm.attach`) and as the ``trainer``
+argument of its hooks: the same object both ways. It is read-only; everything else of the
+trainer is internal, and what an algorithm decides goes back through its hooks' return values
+(``augment_batch``, ``extra_loss``, ``warm_start_replay``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
+
+
+class TrainerView:
+    """Read-only view of a running :class:`~tau2.continual_learning.grpo.trainer.GRPOTrainer`.
+
+    - ``domains``: the domain sequence; ``current_domain``; ``domain_index`` (0-based);
+    - ``global_step``: optimizer steps so far, over all domains;
+    - ``replay_slots``: task groups of the step being composed that are offered for replay
+      (set by the trainer before it calls ``augment_batch``; see
+      :func:`~tau2.continual_learning.grpo.batch.replay_slots`);
+    - ``trajectory_buffer``: finished episodes per domain
+      (:class:`~tau2.continual_learning.grpo.trajectory_buffer.TrajectoryBuffer`: ``sample``,
+      ``size``, ``sizes``, ``records``);
+    - ``probe(domains, num_tasks)``: quick test scores of some domains now;
+    - ``latest_scores()``: the last accuracy-matrix row as ``{domain: score}``;
+    - ``tokenizer`` and ``model`` (for an ``extra_loss``); ``config`` (read only).
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, trainer: Any) -> None:
+        self._run = trainer
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self._run.config.domains)
+
+    @property
+    def current_domain(self) -> str:
+        return self._run.current_domain
+
+    @property
+    def domain_index(self) -> int:
+        return self._run.record.domain_index
+
+    @property
+    def global_step(self) -> int:
+        return self._run.record.global_step
+
+    @property
+    def replay_slots(self) -> int:
+        return self._run.step.replay_slots
+
+    @property
+    def trajectory_buffer(self) -> TrajectoryBuffer:
+        return self._run.trajectory_buffer
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._run.tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self._run.model
+
+    @property
+    def config(self) -> Any:
+        return self._run.config
+
+    def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
+        """Quick scores on the first ``num_tasks`` test tasks of ``domains``."""
+        return self._run.probe(domains, num_tasks)
+
+    def latest_scores(self) -> dict[str, float]:
+        """The last accuracy-matrix row as ``{domain: score}``."""
+        return self._run.record.latest_scores()
