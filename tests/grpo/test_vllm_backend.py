@@ -6,7 +6,7 @@ import vllm  # noqa: F401  (a dev dependency: the README's test install has its 
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.rollouts import build_user
-from tau2.continual_learning.rollout import VLLMPolicy
+from tau2.continual_learning.rollout import HFPolicy, VLLMPolicy
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
@@ -34,11 +34,10 @@ def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
         metrics = trainer.train()
         policy = trainer.rollouts.policy
         assert isinstance(policy, VLLMPolicy) and policy.follow is trainer.model
-        # a user simulated by the policy model samples through the same engine
-        user = build_user(
-            GRPOConfig(output_dir=str(tmp_path), user_mode="hf"), model, tokenizer, policy
-        )
-        assert user.backend is policy
+        # a user simulated by the policy model is its base, sampled apart from the trained one
+        config = GRPOConfig(output_dir=str(tmp_path), user_mode="hf")
+        user = build_user(config, trainer.model, tokenizer)
+        assert isinstance(user.backend, HFPolicy) and user.backend is not policy
         assert len(built) == 1  # one engine for the whole run, not one per domain
         assert metrics["rollout_backend"] == "vllm"
         # loaded at the start and again after each domain's warm start (the weights changed)

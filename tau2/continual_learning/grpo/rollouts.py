@@ -34,7 +34,7 @@ class Rollouts:
         self.config = config
         self.model = model
         self.policy = build_policy(config, model, tokenizer)
-        self.user = build_user(config, model, tokenizer, self.policy)
+        self.user = build_user(config, model, tokenizer)
         self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
@@ -95,12 +95,13 @@ def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:
     return HFPolicy(model, tokenizer, lookup_tokens=config.prompt_lookup_tokens)
 
 
-def build_user(
-    config: GRPOConfig, model: Any, tokenizer: Any, policy: Policy | None = None
-) -> UserModel | None:
+def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | None:
     """The user simulator for tasks without a ticket (``None``: solo tasks only). ``auto``
-    picks litellm when ``user_llm`` is set, solo for skill tasks, else the policy model (which
-    then samples through ``policy``, the run's engine)."""
+    picks litellm when ``user_llm`` is set, solo for skill tasks, else an in-process user:
+    ``user_model_name_or_path`` when set, else the policy model as it is before training (its
+    base without the trained adapter, or a frozen copy: see :meth:`HFUser.frozen_base`), so
+    the simulated customer never changes while the agent trains. Every user samples at
+    ``user_temperature``."""
     mode = config.user_mode
     if mode == "auto":
         mode = "llm" if config.user_llm else ("solo" if config.task_source == "skills" else "hf")
@@ -111,6 +112,6 @@ def build_user(
             config.user_llm, api_base=config.user_api_base, temperature=config.user_temperature
         )
     if config.user_model_name_or_path:
-        model, tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
-        return HFUser(model, tokenizer)
-    return HFUser(model, tokenizer, engine=policy)
+        user_model, user_tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
+        return HFUser(user_model, user_tokenizer, temperature=config.user_temperature)
+    return HFUser.frozen_base(model, tokenizer, temperature=config.user_temperature)

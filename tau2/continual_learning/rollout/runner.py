@@ -122,9 +122,10 @@ class EpisodeRunner:
         try:
             return self._run(tasks, num_generations)
         finally:
-            clear_cache = getattr(self.policy, "clear_cache", None)
-            if clear_cache is not None:  # backends keeping per-run state (HFPolicy's KV cache)
-                clear_cache()
+            for backend in (self.policy, self.user):
+                clear_cache = getattr(backend, "clear_cache", None)
+                if clear_cache is not None:  # per-run state (HFPolicy's KV cache, HFUser's)
+                    clear_cache()
 
     # -- internals ------------------------------------------------------------------------
     def _run(self, tasks: Sequence[DomainTask], num_generations: int) -> list[Episode]:

@@ -5,6 +5,9 @@
   turn run concurrently in threads (they are network-bound). It supports user tools (telecom).
 * :class:`HFUser` is an in-process transformers model prompted with tau2's user-simulator
   prompt, batched like the agent (one ``generate`` per turn). Text only: no user tools.
+  :meth:`HFUser.frozen_base` simulates the user with the model being trained as it was before
+  training (a PEFT model's base, or a frozen copy), so the customer does not change while the
+  agent learns.
 
 Both implement :class:`UserModel`; ``user=None`` or ``"solo"`` means no user (ticket tasks).
 """
@@ -12,11 +15,16 @@ Both implement :class:`UserModel`; ``user=None`` or ``"solo"`` means no user (ti
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import copy
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tau2.data_model.message import Message, MultiToolMessage, ToolMessage, UserMessage
 
-from tau2.continual_learning.rollout.engines.base import Policy, SamplingParams
+from tau2.continual_learning.rollout.engines.base import SamplingParams
 from tau2.continual_learning.rollout.engines.hf import HFPolicy
 
 if TYPE_CHECKING:
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tau2.continual_learning.rollout.domain_task import DomainTask
+
+logger = logging.getLogger(__name__)
 
 UserRequest = tuple[Any, "Message | list[ToolMessage]"]
 
@@ -116,9 +126,13 @@ class LiteLLMUser:
 
 
 class HFUser:
-    """An in-process transformers user model, batched like the agent (text only). ``engine``
-    samples it when given (e.g. the run's vLLM engine when the user is the policy model), else
-    an :class:`HFPolicy` over ``model``."""
+    """An in-process transformers user model, batched like the agent (text only), sampled greedily
+    by default (``temperature=0``, as :class:`LiteLLMUser`).
+
+    It samples through an :class:`HFPolicy` of its own, so its prefix cache never holds the
+    agent's keys/values, nor the agent's its. ``model`` is used as it is (a separately loaded
+    user model); :meth:`frozen_base` makes the user of a model that is being trained.
+    """
 
     def __init__(
         self,
@@ -126,16 +140,44 @@ class HFUser:
         tokenizer: PreTrainedTokenizerBase,
         *,
         max_new_tokens: int = 128,
-        temperature: float = 1.0,
+        temperature: float = 0.0,
         top_p: float = 1.0,
         max_batch_size: int = 64,
-        engine: Policy | None = None,
     ) -> None:
-        self.backend = engine or HFPolicy(model, tokenizer, max_batch_size=max_batch_size)
+        self.model = model
+        self.backend = HFPolicy(model, tokenizer, max_batch_size=max_batch_size)
         self.tokenizer = tokenizer
         self.sampling = SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
         )
+        self._sampling_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+
+    @classmethod
+    def frozen_base(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
+    ) -> HFUser:
+        """The user simulated by ``model`` as it is now, unchanged while ``model`` trains.
+
+        For a PEFT model that is its base model: sampled with the adapters switched off (PEFT's
+        ``disable_adapter``), the base weights being frozen in adapter training; no memory is
+        added. Any other model (full fine-tuning) is copied once, and the frozen copy samples
+        the user (the model's size again in memory)."""
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
+            user = cls(model.get_base_model(), tokenizer, **kwargs)
+            user._sampling_context = model.disable_adapter
+            return user
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        logger.info(
+            "The in-process user is a frozen copy of the policy model (%.1fM parameters)",
+            sum(p.numel() for p in frozen.parameters()) / 1e6,
+        )
+        return cls(frozen, tokenizer, **kwargs)
+
+    def clear_cache(self) -> None:
+        """Free the sampling engine's prefix cache (the runner calls this when a run ends)."""
+        self.backend.clear_cache()
 
     def start(self, task: DomainTask, env: Environment) -> list[dict[str, str]]:
         return [{"role": "system", "content": user_system_prompt(task, with_tools=False)}]
@@ -155,9 +197,9 @@ class HFUser:
             )
             prompts.append(list(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
             slots.append(i)
-        for i, generation in zip(
-            slots, self.backend.generate(prompts, self.sampling, seed=seed), strict=True
-        ):
+        with self._sampling_context():
+            generations = self.backend.generate(prompts, self.sampling, seed=seed)
+        for i, generation in zip(slots, generations, strict=True):
             text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip()
             requests[i][0].append({"role": "assistant", "content": text})
             results[i] = UserMessage(role="user", content=text)
