@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import trl
 
 from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS
@@ -47,8 +48,6 @@ class ConfigError(InvalidValue):
 def bf16_supported() -> bool:
     """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
     (AVX512-BF16/AMX)."""
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -198,7 +197,7 @@ class GRPOConfig(trl.GRPOConfig):
         self.gradient_checkpointing = self.activation_checkpointing
         if self.bf16 is None:
             self.bf16 = bf16_supported()
-        if not self._cuda():
+        if not torch.cuda.is_available():
             # transformers' spelling for "train on the CPU": bf16 autocast there, and the
             # gloo process group under torchrun (without it each rank trained alone)
             self.use_cpu = True
@@ -267,12 +266,6 @@ class GRPOConfig(trl.GRPOConfig):
         args.output_dir = output_dir
         args.gradient_accumulation_steps = self.steps_per_generation
         return args
-
-    @staticmethod
-    def _cuda() -> bool:
-        import torch
-
-        return torch.cuda.is_available()
 
     def _check_combinations(self) -> None:
         """The checks that involve several fields (each field alone has passed :data:`RULES`):
@@ -435,7 +428,7 @@ RULES: dict[str, Rule] = {
     "user_mode": Rule(str, choices=lambda: USER_MODES),
     "user_llm": Rule(str, none="needed only with user_mode='llm'"),
     "user_api_base": Rule(str, none="litellm's default"),
-    "user_model_name_or_path": Rule(str, none="the policy model"),
+    "user_model_name_or_path": Rule(str, none="the policy model before training"),
     "user_temperature": Rule(float, low=0),
     # LoRA
     "use_peft": Rule(bool),
