@@ -113,3 +113,52 @@ def test_no_prefix_cache_under_activation_checkpointing(tokenizer):
     assert shared_prefix.prefix_backbone(model) is not None
     model.gradient_checkpointing_enable()
     assert shared_prefix.prefix_backbone(model) is None
+
+
+def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
+    tmp_path, tokenizer, tiny_run, monkeypatch
+):
+    """One real GRPO step through the TRL subclass, whole generation per pass (its groups'
+    rows shuffled by TRL), with and without ``shared_prefix``: the same weights after it."""
+    from tau2.continual_learning import GRPOConfig, GRPOTrainer
+    from tau2.continual_learning.grpo.trainer import REWARD_FIELD
+
+    class AlternatingRewards(GRPOTrainer):  # the random model earns no reward: no gradient
+        def rollout(self, prompts, engine=None):
+            out = super().rollout(prompts, engine)
+            out[REWARD_FIELD] = [float(i % 2) for i in range(len(out[REWARD_FIELD]))]
+            return out
+
+    shared_rows = []
+    original = shared_prefix.per_token_logps_and_entropies
+
+    def recording(model, backbone, input_ids, *args, **kwargs):
+        shared_rows.append(input_ids.size(0))
+        return original(model, backbone, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(shared_prefix, "per_token_logps_and_entropies", recording)
+
+    def one_step(shared: bool) -> dict[str, torch.Tensor]:
+        settings = {**tiny_run, "domains": ["telecom"], "max_steps_per_domain": 1}
+        settings.update(eval_tasks_per_domain=1, bf16=False, learning_rate=1e-3, seed=0)
+        config = GRPOConfig(
+            output_dir=str(tmp_path / str(shared)),
+            micro_batch_size=None,
+            shared_prefix=shared,
+            **settings,
+        )
+        model = build_tiny_model(tokenizer, seed=1)
+        trainer = AlternatingRewards(config, model=model, tokenizer=tokenizer)
+        trainer.train()
+        return trainer.model.state_dict()
+
+    initial = build_tiny_model(tokenizer, seed=1).state_dict()
+    unshared = one_step(False)
+    assert shared_rows == []
+    shared = one_step(True)
+    assert shared_rows == [4]  # the step's 2 groups x 2 episodes in one pass
+    moved = 0.0
+    for name, value in shared.items():
+        torch.testing.assert_close(value, unshared[name], rtol=0, atol=5e-6, msg=name)
+        moved = max(moved, (value - initial[name]).abs().max().item())
+    assert moved > 1e-4  # the step did update the weights (Adam moves them by about lr)

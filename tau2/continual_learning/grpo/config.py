@@ -159,6 +159,9 @@ class GRPOConfig(trl.GRPOConfig):
     micro_batch_size: int | None = _help(
         "Sequences per forward/backward pass (smaller: less memory, same update).", 1
     )
+    shared_prefix: bool = _help(
+        "Training passes encode each distinct prompt of a micro-batch once (same result).", True
+    )
     # -- rollouts ---------------------------------------------------------------------------
     max_turns: int = _help("Agent turns per episode.", 3)
     max_new_tokens_per_turn: int = _help("Tokens per agent turn.", 64)
@@ -412,6 +415,7 @@ RULES: dict[str, Rule] = {
         none="batch_size_per_gpu x num_samples_per_prompt",
         note="a divisor of the episodes per device and optimizer step",
     ),
+    "shared_prefix": Rule(bool),
     # rollouts
     "max_turns": _AT_LEAST_1,
     "max_new_tokens_per_turn": _AT_LEAST_1,
