@@ -201,9 +201,8 @@ def test_the_new_learning_fields_keep_todays_behaviour_and_reach_trl(tmp_path):
 
 
 def test_every_field_has_one_rule_and_the_reference_lists_it():
-    """A new field cannot skip validation, and docs/configuration.md is the table the rules
-    generate (regenerate it with ``python -c "from tau2.continual_learning.rules import
-    reference; ..."``, see its header)."""
+    """A new field cannot skip validation, and docs/configuration.md holds the table its rules
+    generate."""
     from tau2.continual_learning.grpo.config import RULES
     from tau2.continual_learning.rules import reference
 
@@ -211,7 +210,10 @@ def test_every_field_has_one_rule_and_the_reference_lists_it():
     assert own <= set(RULES), f"fields without a rule: {sorted(own - set(RULES))}"
     assert "epsilon_high" in RULES  # TRL's own field, documented and checked here
     docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    assert reference(GRPOConfig, RULES) in docs, "docs/configuration.md's field table is stale"
+    assert reference(GRPOConfig, RULES) in docs, (
+        "docs/configuration.md's field table is stale: regenerate it (the command is in its "
+        "'Fields' section)"
+    )
 
 
 def test_the_config_imports_no_sampling_engine():
