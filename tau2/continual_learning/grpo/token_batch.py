@@ -1,5 +1,6 @@
 """Episodes as one batch of token rows for a forward pass outside TRL (the warm start's
-supervised steps, CLEAR's behaviour cloning), and the precision such a pass runs in.
+supervised steps, CLEAR's behaviour cloning), and the precision such a pass runs in (the pad
+id: :func:`tau2.continual_learning.rollout.prompt.pad_token_id`).
 
 A row is ``prompt_ids + completion_ids``, right-padded; what the model wrote is where the
 episode's ``env_mask`` is 1 (tool responses, user turns and template tokens are 0).
@@ -13,12 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["TokenBatch", "bf16_autocast", "pad_token_id", "right_padded"]
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    """The tokenizer's pad id, else its end-of-sequence id (padding is masked out anyway)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+__all__ = ["TokenBatch", "bf16_autocast", "right_padded"]
 
 
 def bf16_autocast(model: Any, enabled: bool) -> torch.autocast:

@@ -1,4 +1,4 @@
-"""The tau2 episode engine: batched multi-turn rollouts on real tau2 domains, scored by tau2's
+"""The tau2 episode runner: batched multi-turn rollouts on real tau2 domains, scored by tau2's
 own evaluators, returned as GRPO-ready token data. See ``docs/rollout.md``.
 
 Three layers: ``engines/`` sample tokens (plain transformers, vLLM), the episode protocol at this

@@ -23,7 +23,7 @@ environment and evaluators, tools renamed and re-shaped (``rollout/tasks/api_mig
 
 
 def available_domains() -> list[str]:
-    """Names of the domains the rollout engine supports: tau2's, then the API-migration
+    """Names of the domains the episode runner supports: tau2's, then the API-migration
     variants."""
     return [*DOMAINS, *VARIANT_DOMAINS]
 

@@ -22,6 +22,12 @@ from tau2.continual_learning.rollout.tool_format import (
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The tokenizer's pad id, else its end-of-sequence id (padded positions are masked out)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 _SYS, _USR, _AST, _NXT = "\x01SYS\x01", "\x01USR\x01", "\x01AST\x01", "\x01NXT\x01"
 
 AGENT_INSTRUCTION = (

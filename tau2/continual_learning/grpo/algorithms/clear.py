@@ -7,7 +7,8 @@ from typing import Any
 from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS
 from tau2.continual_learning.grpo.algorithms.parameters import check
 from tau2.continual_learning.grpo.algorithms.replay import ReplayCL
-from tau2.continual_learning.grpo.token_batch import pad_token_id, right_padded
+from tau2.continual_learning.grpo.token_batch import right_padded
+from tau2.continual_learning.rollout.prompt import pad_token_id
 
 
 @GRPO_ALGORITHMS.register("clear")

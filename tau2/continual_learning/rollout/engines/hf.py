@@ -28,6 +28,7 @@ from tau2.continual_learning.rollout.engines.weights import (
     forward_parameters,
     weights_version,
 )
+from tau2.continual_learning.rollout.prompt import pad_token_id
 from tau2.continual_learning.sampling_defaults import LOOKUP_TOKENS
 
 if TYPE_CHECKING:
@@ -134,9 +135,7 @@ class HFPolicy:
         self._forward: Any = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.pad_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        self.pad_id = pad_token_id(tokenizer)
         self._cache_kwarg = cache_keyword(model)
         self.cache: PrefixCache | None = None
         if prefix_cache:
