@@ -77,11 +77,11 @@ def test_demonstrations_are_cached_per_domain_within_a_run(tmp_path, tokenizer):
     config = GRPOConfig(
         output_dir=str(tmp_path), domains=["telecom"], warm_start_demos_per_domain=2, report_to=[]
     )
-    warm = WarmStart(config, tokenizer)
+    warm = WarmStart(config, tokenizer, 2048)
     tasks = load_tasks("telecom", "train", "skills")
     first = warm.demonstrations("telecom", tasks)
     assert warm.demonstrations("telecom", tasks) is first and len(first.episodes) == 2
-    again = WarmStart(config, tokenizer).demonstrations("telecom", tasks)
+    again = WarmStart(config, tokenizer, 2048).demonstrations("telecom", tasks)
     assert [e.key for e in again.episodes] == [e.key for e in first.episodes]  # seeded choice
 
 

@@ -165,7 +165,7 @@ class GRPOConfig(trl.GRPOConfig):
     # -- rollouts ---------------------------------------------------------------------------
     max_turns: int = _help("Agent turns per episode.", 3)
     max_new_tokens_per_turn: int = _help("Tokens per agent turn.", 64)
-    max_context_tokens: int = _help("Episode context limit in tokens.", 2048)
+    max_context_tokens: int | None = _help("Episode context limit in tokens.")
     max_tool_response_chars: int | None = _help(
         "Tool responses shown to the model cut to this many characters (head and tail)."
     )
@@ -419,7 +419,9 @@ RULES: dict[str, Rule] = {
     # rollouts
     "max_turns": _AT_LEAST_1,
     "max_new_tokens_per_turn": _AT_LEAST_1,
-    "max_context_tokens": Rule(int, low=64),
+    "max_context_tokens": Rule(
+        int, low=64, none="the model's window", note="a run whose prompts do not fit is refused"
+    ),
     "max_tool_response_chars": Rule(
         int, low=0, none="the task source's default", note="0: whole responses; else >= 64"
     ),

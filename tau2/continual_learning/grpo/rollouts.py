@@ -4,10 +4,12 @@ simulator, and batched rollouts with the current policy."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from tau2.continual_learning.grpo.config import GRPOConfig
+from tau2.continual_learning.grpo.config import ConfigError, GRPOConfig
 from tau2.continual_learning.grpo.token_batch import bf16_autocast
 from tau2.continual_learning.model_loading import load_model_and_tokenizer
 from tau2.continual_learning.rollout import (
@@ -22,6 +24,8 @@ from tau2.continual_learning.rollout import (
     VLLMPolicy,
     load_tasks,
 )
+from tau2.continual_learning.rollout.prompt import ChatFormat
+from tau2.continual_learning.rollout.tasks import system_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +37,11 @@ class Rollouts:
     def __init__(self, config: GRPOConfig, model: Any, tokenizer: Any) -> None:
         self.config = config
         self.model = model
+        self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
+        self.max_context_tokens = context_limit(config, model, tokenizer, self.tasks)
+        """The episodes' context limit (:func:`context_limit`), checked before any work."""
         self.policy = build_policy(config, model, tokenizer)
         self.user = build_user(config, model, tokenizer)
-        self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
         """Train or test tasks of ``domain``: trivial tasks dropped from training if asked, the
@@ -71,7 +77,7 @@ class Rollouts:
             user=self.user,
             max_turns=cfg.max_turns,
             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-            max_context_tokens=cfg.max_context_tokens,
+            max_context_tokens=self.max_context_tokens,
             max_tool_response_chars=cfg.tool_response_limit,
             temperature=temperature,
             scoring_workers=0,
@@ -80,6 +86,81 @@ class Rollouts:
         )
         with bf16_autocast(self.model, bool(cfg.bf16)), runner:
             return runner.run(tasks, num_generations=num_generations)
+
+
+def model_window(model: Any) -> int | None:
+    """The longest sequence ``model`` was built for: its (text) config's
+    ``max_position_embeddings``, ``None`` where the config does not say."""
+    config = model.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return getattr(config, "max_position_embeddings", None)
+
+
+def context_limit(
+    config: GRPOConfig,
+    model: Any,
+    tokenizer: Any,
+    tasks: Callable[[str, str], list[DomainTask]],
+) -> int:
+    """The run's episode context limit: ``max_context_tokens``, or the model's window when it
+    is ``None``. Refuses (:class:`ConfigError`) a run whose prompts cannot fit, before any
+    work: a domain whose longest system prompt (train and test ``tasks``, in the chat
+    template, with the agent's turn prefix) plus one agent turn (``max_new_tokens_per_turn``)
+    exceeds the limit; the message names the domain, its prompt length, the model's window
+    and the setting to change. An explicit limit beyond the model's window is refused too."""
+    window = model_window(model)
+    limit = config.max_context_tokens
+    if limit is None:
+        if window is None:
+            raise ConfigError(
+                "max_context_tokens",
+                limit,
+                "an integer >= 64: the model's config has no max_position_embeddings to take "
+                "its window from",
+            )
+        limit = window
+    elif window is not None and limit > window:
+        raise ConfigError(
+            "max_context_tokens",
+            limit,
+            f"None (the model's window) or at most the model's window of {window:,} tokens "
+            "(max_position_embeddings)",
+        )
+    chat = ChatFormat.from_tokenizer(tokenizer)
+    turn = config.max_new_tokens_per_turn
+    for domain in config.domains:
+        prompts = {system_prompt(t) for split in ("train", "test") for t in tasks(domain, split)}
+        longest = max(_prompt_tokens(chat, p, config.agent_turn_prefix) for p in prompts)
+        if longest + turn <= limit:
+            continue
+        need = (
+            f"the system prompt of {config.task_source} domain {domain!r} is {longest:,} tokens, "
+            f"{longest + turn:,} with one agent turn (max_new_tokens_per_turn={turn})"
+        )
+        if window is None or limit < window:
+            known = f"is {window:,} tokens" if window else "is not in its config"
+            raise ConfigError(
+                "max_context_tokens",
+                config.max_context_tokens,
+                f"{need}: raise --max_context_tokens (the model's window {known}) "
+                f"or leave {domain!r} out (--domains)",
+            )
+        raise ConfigError(
+            "domains",
+            config.domains,
+            f"{need}, more than the model's window of {limit:,} tokens "
+            f"(max_position_embeddings): use a model with a longer window "
+            f"(--model_name_or_path) or leave {domain!r} out (--domains)",
+        )
+    return limit
+
+
+@functools.lru_cache(maxsize=4096)
+def _prompt_tokens(chat: ChatFormat, system: str, assistant_prefix: str) -> int:
+    """Tokens of an episode prompt with ``system`` and no turns yet (cached: the runs of a
+    process check the same prompts again)."""
+    return len(chat.prompt_ids(system, [], assistant_prefix))
 
 
 def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:

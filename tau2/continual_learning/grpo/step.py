@@ -172,7 +172,7 @@ class GRPOStep:
             demos = gold_demonstrations(
                 [task],
                 self.tokenizer,
-                max_context_tokens=self.config.max_context_tokens,
+                max_context_tokens=self.rollouts.max_context_tokens,
                 assistant_prefix=self.config.agent_turn_prefix,
                 max_tool_response_chars=self.config.tool_response_limit,
             )

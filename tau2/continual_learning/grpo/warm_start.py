@@ -287,9 +287,14 @@ class WarmStart:
     split, seed and tokenizer) and :meth:`run`, called by the trainer before a domain's GRPO
     steps."""
 
-    def __init__(self, config: GRPOConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, config: GRPOConfig, tokenizer: PreTrainedTokenizerBase, max_context_tokens: int
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
+        self.max_context_tokens = max_context_tokens
+        """The run's episode context limit (``Rollouts.max_context_tokens``): longer
+        demonstrations are dropped."""
         self.seeds = Seeds(config.seed)
         self._cache: dict[tuple[Any, ...], DemonstrationSet] = {}
 
@@ -312,7 +317,7 @@ class WarmStart:
             getattr(tok, "name_or_path", ""),
             len(tok),
             cfg.warm_start_demos_per_domain,
-            cfg.max_context_tokens,
+            self.max_context_tokens,
             cfg.tool_response_limit,
             cfg.assistant_prefix,
         )
@@ -325,7 +330,7 @@ class WarmStart:
                 demos = gold_demonstrations(
                     chosen,
                     tok,
-                    max_context_tokens=cfg.max_context_tokens,
+                    max_context_tokens=self.max_context_tokens,
                     assistant_prefix=prefix,
                     max_tool_response_chars=cfg.tool_response_limit,
                 )
@@ -338,7 +343,7 @@ class WarmStart:
                 demos.dropped,
                 len(demos.failed),
                 len(demos.too_long),
-                cfg.max_context_tokens,
+                self.max_context_tokens,
             )
             self._cache[key] = demos
         return self._cache[key]
