@@ -99,6 +99,27 @@ class CLAlgorithm:
         return f"{type(self).__name__}()"
 
 
+class AlgorithmSlot:
+    """A trainer's ``cl_algorithm`` attribute: it accepts only a :class:`CLAlgorithm` and
+    attaches each one (:meth:`CLAlgorithm.attach`) to what ``view(trainer)`` returns, the
+    trainer itself by default."""
+
+    def __init__(self, view: Callable[[Any], Any] | None = None) -> None:
+        self.view = view
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = f"_{name}"
+
+    def __get__(self, trainer: Any, owner: type | None = None) -> Any:
+        return self if trainer is None else getattr(trainer, self.attribute)
+
+    def __set__(self, trainer: Any, algorithm: CLAlgorithm) -> None:
+        if not isinstance(algorithm, CLAlgorithm):
+            raise TypeError(f"cl_algorithm must be a CLAlgorithm, got {type(algorithm).__name__}")
+        algorithm.attach(self.view(trainer) if self.view is not None else trainer)
+        setattr(trainer, self.attribute, algorithm)
+
+
 class AlgorithmRegistry:
     """Names of one trainer wing's algorithms (``GRPO_ALGORITHMS``, ``SUPERVISED_ALGORITHMS``).
 

@@ -26,7 +26,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from tau2.continual_learning.cl_algorithm import CLAlgorithm
+from tau2.continual_learning.cl_algorithm import AlgorithmSlot, CLAlgorithm
 from tau2.continual_learning.grpo.algorithms import GRPO_ALGORITHMS
 from tau2.continual_learning.grpo.checkpointing import Checkpointer, ResumePoint
 from tau2.continual_learning.grpo.config import GRPOConfig
@@ -71,6 +71,7 @@ class GRPOTrainer:
     ``trainer.record``, like the attributes below them) may be set before :meth:`train` to reuse
     another run's untrained scores (same model, seed and domains)."""
 
+    cl_algorithm = AlgorithmSlot(view=lambda trainer: trainer.view)
     baseline = OnRecord()
     baseline_rewards = OnRecord()
     accuracy_matrix = OnRecord()
@@ -122,19 +123,6 @@ class GRPOTrainer:
         self.last_eval_episodes = self.evaluator.last_episodes
         self._resume: ResumePoint | None = None
         """What a loaded checkpoint hands the next domain; ``None`` until one was looked for."""
-
-    @property
-    def cl_algorithm(self) -> CLAlgorithm:
-        return self._cl_algorithm
-
-    @cl_algorithm.setter
-    def cl_algorithm(self, algorithm: CLAlgorithm) -> None:
-        if not isinstance(algorithm, CLAlgorithm):
-            raise TypeError(
-                f"cl_algorithm must be a CLAlgorithm instance, got {type(algorithm).__name__}"
-            )
-        algorithm.attach(self.view)
-        self._cl_algorithm = algorithm
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
         """Train or test tasks of ``domain`` as this run uses them."""

@@ -9,9 +9,14 @@ trainer is internal, and what an algorithm decides goes back through its hooks' 
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
-from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
+
+def _read_only(path: str, doc: str) -> Any:
+    """A read-only attribute of the view: the trainer's attribute at ``path``."""
+    get = attrgetter(path)
+    return property(lambda view: get(view._run), doc=doc)
 
 
 class TrainerView:
@@ -32,44 +37,22 @@ class TrainerView:
 
     __slots__ = ("_run",)
 
+    current_domain = _read_only("current_domain", "The domain being trained.")
+    domain_index = _read_only("record.domain_index", "Its index in ``domains`` (0-based).")
+    global_step = _read_only("record.global_step", "Optimizer steps so far, over all domains.")
+    replay_slots = _read_only("step.replay_slots", "Task groups offered for replay this step.")
+    trajectory_buffer = _read_only("trajectory_buffer", "Finished episodes per domain.")
+    tokenizer = _read_only("tokenizer", "The policy's tokenizer.")
+    model = _read_only("model", "The trained model.")
+    config = _read_only("config", "The run's GRPOConfig (read only).")
+
     def __init__(self, trainer: Any) -> None:
         self._run = trainer
 
     @property
     def domains(self) -> list[str]:
+        """The domain sequence."""
         return list(self._run.config.domains)
-
-    @property
-    def current_domain(self) -> str:
-        return self._run.current_domain
-
-    @property
-    def domain_index(self) -> int:
-        return self._run.record.domain_index
-
-    @property
-    def global_step(self) -> int:
-        return self._run.record.global_step
-
-    @property
-    def replay_slots(self) -> int:
-        return self._run.step.replay_slots
-
-    @property
-    def trajectory_buffer(self) -> TrajectoryBuffer:
-        return self._run.trajectory_buffer
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._run.tokenizer
-
-    @property
-    def model(self) -> Any:
-        return self._run.model
-
-    @property
-    def config(self) -> Any:
-        return self._run.config
 
     def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
         """Quick scores on the first ``num_tasks`` test tasks of ``domains``."""

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import tau2.continual_learning.supervised.algorithms  # noqa: F401  (registers the supervised methods)
-from tau2.continual_learning.cl_algorithm import SUPERVISED_ALGORITHMS, CLAlgorithm
+from tau2.continual_learning.cl_algorithm import SUPERVISED_ALGORITHMS, AlgorithmSlot, CLAlgorithm
 from tau2.continual_learning.metrics import compute_cl_metrics
 from tau2.continual_learning.supervised.batch import Batch
 from tau2.continual_learning.supervised.config import ContinualTrainerConfig, load_config
@@ -103,6 +103,8 @@ def build_cl_algorithm(name: str, params: dict[str, Any]) -> CLAlgorithm:
 class ContinualTrainer:
     """Train one model on a sequence of tasks with a pluggable :class:`CLAlgorithm`."""
 
+    cl_algorithm = AlgorithmSlot()
+
     def __init__(
         self,
         model: nn.Module,
@@ -132,7 +134,6 @@ class ContinualTrainer:
         self.current_epoch = 0
         self.num_epochs = 0
         self.last_step: StepRecord | None = None
-        self._cl_algorithm: CLAlgorithm
         self.cl_algorithm = cl_algorithm or build_cl_algorithm(
             cfg.cl_algorithm, dict(cfg.cl_params)
         )
@@ -146,17 +147,6 @@ class ContinualTrainer:
     def scenarios(self) -> tuple[str, ...]:
         """Evaluation scenarios: the configured ones for classification, ``("regression",)``."""
         return self.config.eval_scenarios if self.is_classification else ("regression",)
-
-    @property
-    def cl_algorithm(self) -> CLAlgorithm:
-        return self._cl_algorithm
-
-    @cl_algorithm.setter
-    def cl_algorithm(self, algorithm: CLAlgorithm) -> None:
-        if not isinstance(algorithm, CLAlgorithm):
-            raise TypeError(f"cl_algorithm must be a CLAlgorithm, got {type(algorithm).__name__}")
-        self._cl_algorithm = algorithm
-        algorithm.attach(self)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
