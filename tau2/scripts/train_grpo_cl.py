@@ -50,9 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = parse_config(argv)
 
+    from tau2.continual_learning.grpo.config import ConfigError
     from tau2.continual_learning.grpo.trainer import GRPOTrainer
 
-    trainer = GRPOTrainer(config)
+    try:
+        trainer = GRPOTrainer(config)
+    except ConfigError as err:  # what only the model tells: prompts longer than its window
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         metrics = trainer.train()  # loads a resume_from_checkpoint or branch_from_checkpoint
     finally:

@@ -76,3 +76,12 @@ def test_official_gold_demonstrations_fit_the_default_limit(tmp_path, tokenizer)
     keys = [e.key for e in demos.episodes]
     chosen = [t for t in tasks if t.key in keys]
     assert gold_demonstrations(chosen, tokenizer, max_context_tokens=2048).too_long == keys
+
+
+def test_the_command_line_refuses_official_telecom_with_the_message(tiny_model_dir, capsys):
+    from tau2.scripts.train_grpo_cl import main
+
+    argv = ["--task_source", "tau2", "--domains", "telecom", "--report_to", "none"]
+    assert main([*argv, "--model_name_or_path", str(tiny_model_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "domain 'telecom'" in error and "window of 8,192 tokens" in error
