@@ -46,6 +46,7 @@ def signature(trainer):
     return (
         rows,
         trainer.accuracy_matrix,
+        trainer.metrics()["phase_scores"],
         trainer.trajectory_buffer.sizes(),
         trainer.cl_algorithm.get_statistics(),
     )
