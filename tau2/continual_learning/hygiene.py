@@ -31,7 +31,7 @@ def configure_tau2_environment() -> None:
     # vLLM only through our own engine (vLLM's CPU build is 0.32), not through TRL's.
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
     # Also TRL's, about its own choices, which users cannot act on: it flags `rollout_func` (the
-    # GRPO engine's rollouts, used on purpose) as experimental at every trainer, and it reads
+    # continual trainer's rollouts, used on purpose) as experimental at every trainer, and it reads
     # transformers' deprecated `is_gradient_checkpointing`.
     warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
