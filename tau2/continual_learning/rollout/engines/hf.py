@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOKUP_BATCH_TOKENS = 64
-"""Drafted tokens a decode step may score in all rows together: a pass costs about as much as
-20 more positions (measured), so large batches draft little."""
+"""Drafted tokens a decode step may score in all rows together: every scored position adds to a
+pass's cost, so large batches draft little."""
 
 
 class _LogprobRecorder:
@@ -82,7 +82,7 @@ class HFPolicy:
     """Batched sampling with a transformers causal LM, one call per turn.
 
     With ``prefix_cache`` (for models with plain per-layer key/value caches; ``None``, the
-    default, turns it on on a CPU and off on an accelerator, where it measured 2x slower) the
+    default, turns it on on a CPU and off on an accelerator, where it is slower) the
     attention keys/values of earlier turns are kept between calls
     (:mod:`~tau2.continual_learning.rollout.engines.prefix_cache`): each prompt encodes only the tokens
     no stored sequence shares with it, then all prompts decode together in one left-padded batch.
@@ -93,7 +93,7 @@ class HFPolicy:
     memory; ``prefix_cache_tokens`` bounds the cache (least recently used sequences go first).
     ``prefill_pack_tokens`` sizes the cached path's prefill passes (rows x longest new part);
     ``None`` picks :data:`~tau2.continual_learning.rollout.engines.batched_prefill.PACK_TOKENS` on a
-    CPU (measured best there) and 32768 on an accelerator, where larger passes pay.
+    CPU (the fastest size there) and 32768 on an accelerator, where larger passes pay.
     """
 
     def __init__(
@@ -113,8 +113,8 @@ class HFPolicy:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if prefix_cache is None:
-            # measured on an H200 (docs/rollout.md): the cached path's per-row bookkeeping costs
-            # more than the prefill it saves where forward passes are cheap
+            # the cached path's per-row bookkeeping costs more than the prefill it saves where
+            # forward passes are cheap (docs/results.md, "On a GPU")
             prefix_cache = model.device.type == "cpu"
         if prefill_pack_tokens is None:
             prefill_pack_tokens = PACK_TOKENS if model.device.type == "cpu" else 32768
