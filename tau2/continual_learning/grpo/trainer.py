@@ -35,6 +35,7 @@ from tau2.continual_learning.grpo.record import OnRecord, RunRecord
 from tau2.continual_learning.grpo.rollouts import Rollouts
 from tau2.continual_learning.grpo.seeds import Seeds
 from tau2.continual_learning.grpo.step import GRPOStep
+from tau2.continual_learning.grpo.tracking import RunTracker
 from tau2.continual_learning.grpo.trainer_view import TrainerView
 from tau2.continual_learning.grpo.trajectory_buffer import TrajectoryBuffer
 from tau2.continual_learning.grpo.trl_trainer import (
@@ -103,6 +104,8 @@ class GRPOTrainer:
         self.tokenizer = tokenizer
         self.process = PartialState()
         self.record = RunRecord(domains=list(cfg.domains))
+        self.tracker = RunTracker(cfg, self.process.is_main_process)
+        """The run's one experiment-tracker run (``report_to``), global step on its x axis."""
         self.seeds = Seeds(cfg.seed)
         self.trajectory_buffer = TrajectoryBuffer(
             cfg.replay_buffer_size, cfg.buffer_insertion_policy, cfg.seed
@@ -170,7 +173,9 @@ class GRPOTrainer:
             record.add_row(domain, self.evaluate_all(f"eval after {domain}"))
             logger.info("Scores after %s: %s", domain, record.latest_scores())
             self.cl_algorithm.post_task_hook(self.view, domain)
-            logger.info("\n%s", statistics_banner(domain, self.cl_algorithm.get_statistics()))
+            statistics = self.cl_algorithm.get_statistics()
+            logger.info("\n%s", statistics_banner(domain, statistics))
+            self.tracker.log_domain_end(record, domain, statistics)
             record.domain_index = index + 1
             record.wall_time_s += time.perf_counter() - start
             start = time.perf_counter()
@@ -178,6 +183,7 @@ class GRPOTrainer:
             self.checkpointer.save_domain_end(final=record.domain_index == len(cfg.domains))
             if self.process.is_main_process:
                 self.write_outputs()
+        self.tracker.close()
         return self.metrics()
 
     def _warm_start(self, domain: str) -> None:
@@ -232,6 +238,7 @@ class GRPOTrainer:
                 sync_weights=getattr(self.rollouts.policy, "sync", None),
             ),
         )
+        self.tracker.attach(trainer, self.record.domain_start_step, self.model)
         if optimizer_state is not None:
             trainer.create_optimizer()
             trainer.optimizer.load_state_dict(optimizer_state)
