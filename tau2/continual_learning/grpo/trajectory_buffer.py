@@ -189,6 +189,40 @@ class TrajectoryBuffer:
             "total_added": self._added,
         }
 
+    def to_dataset(self) -> Any:
+        """The stored episodes as a ``datasets.Dataset``, one row per record (domains in the
+        order they were first added, each in its store's order): ``task_key``, ``domain``,
+        ``reward``, ``step`` (the global step that sampled it), ``order`` (its place among all
+        records ever offered), ``prompt_ids``, ``completion_ids``, ``env_mask`` (1 where the
+        model wrote the token) and ``logprobs`` (the sampler's, per completion token; empty
+        where none were kept). ``save_to_disk`` or ``push_to_hub`` it to keep or share a run's
+        experience; the task objects themselves stay out (their keys find them again:
+        ``load_tasks``)."""
+        from datasets import Dataset, Features, List, Value
+
+        features = Features(
+            {
+                "task_key": Value("string"),
+                "domain": Value("string"),
+                "reward": Value("float64"),
+                "step": Value("int64"),
+                "order": Value("int64"),
+                "prompt_ids": List(Value("int32")),
+                "completion_ids": List(Value("int32")),
+                "env_mask": List(Value("int8")),
+                "logprobs": List(Value("float64")),
+            }
+        )
+        records = [r for stored in self._records.values() for r in stored]
+        columns: dict[str, list[Any]] = {
+            "task_key": [getattr(r.task, "key", repr(r.task)) for r in records],
+            "domain": [r.domain for r in records],
+            "reward": [float(r.reward) for r in records],
+        }
+        for name in ("step", "order", "prompt_ids", "completion_ids", "env_mask", "logprobs"):
+            columns[name] = [getattr(r, name) for r in records]
+        return Dataset.from_dict(columns, features=features)
+
     # -- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
