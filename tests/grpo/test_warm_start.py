@@ -226,15 +226,15 @@ def test_the_default_job_warm_starts_a_lora_adapter(tmp_path):
     config = GRPOConfig(output_dir=str(tmp_path), report_to=[])
     assert config.warm_start_demos_per_domain == 16
     assert config.warm_start_learning_rate == 1e-3 and config.use_peft
-    assert config.tool_response_limit == 300
+    assert config.max_tool_response_chars == 300  # the skill source's default, resolved
     assert (
         GRPOConfig(
             output_dir=str(tmp_path), report_to=[], task_source="tau2", domains=["telecom"]
-        ).tool_response_limit
+        ).max_tool_response_chars
         is None
     )
     assert (
-        GRPOConfig(output_dir=str(tmp_path), max_tool_response_chars=0).tool_response_limit is None
+        GRPOConfig(output_dir=str(tmp_path), max_tool_response_chars=0).max_tool_response_chars == 0
     )
 
 

@@ -16,6 +16,7 @@ docs/configuration.md lists every field from the same table, and explains the ba
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ from tau2.continual_learning.sampling_defaults import (
 )
 
 USER_MODES = ("auto", "solo", "llm", "hf")
-ROLLOUT_BACKENDS = ("hf", "vllm", "auto")
+SAMPLING_BACKENDS = ("hf", "vllm", "auto")
 CURRICULA = ("none", "pass_rate")
 
 
@@ -167,11 +168,19 @@ class GRPOConfig(trl.GRPOConfig):
     max_new_tokens_per_turn: int = _help("Tokens per agent turn.", 64)
     max_context_tokens: int | None = _help("Episode context limit in tokens.")
     max_tool_response_chars: int | None = _help(
-        "Tool responses shown to the model cut to this many characters (head and tail)."
+        "Tool responses shown to the model cut to this many characters (head and tail; None is "
+        "resolved at construction)."
     )
-    assistant_prefix: str | None = _help("Prompt-side start of every agent turn.")
+    assistant_prefix: str | None = _help(
+        "Prompt-side start of every agent turn (None is resolved at construction)."
+    )
     # -- sampling engine --------------------------------------------------------------------
-    rollout_backend: str = _help("Engine of rollouts, evaluation and probes.", "hf")
+    sampling_backend: str = _help(
+        "Engine of rollouts, evaluation and probes (auto: vllm where installed, else hf; "
+        "resolved at construction).",
+        "hf",
+    )
+    rollout_backend: str | None = _help("Deprecated name of sampling_backend.")
     prompt_lookup_tokens: int = _help(
         "hf engine: tokens drafted per row and decode step by prompt lookup.", LOOKUP_TOKENS
     )
@@ -209,7 +218,9 @@ class GRPOConfig(trl.GRPOConfig):
         except (ValueError, TypeError) as err:
             raise ConfigError("cl_algorithm", self.cl_algorithm, str(err)) from None
         check(RULES, {name: getattr(self, name) for name in RULES}, ConfigError)
+        self._take_deprecated_names()
         self._check_combinations()
+        self._resolve_defaults()
         self.num_generations = self.num_samples_per_prompt
         self.per_device_train_batch_size = self.micro_batch_size or self.group_batch_size
         self.steps_per_generation = self.episodes_per_step // self.per_device_train_batch_size
@@ -231,44 +242,55 @@ class GRPOConfig(trl.GRPOConfig):
         return self.batch_size_per_gpu * self.num_samples_per_prompt
 
     @property
-    def agent_turn_prefix(self) -> str:
-        """``assistant_prefix``, or the engine's default (the tool-call opening) when unset."""
-        from tau2.continual_learning.rollout import CALL_PREFIX
-
-        return self.assistant_prefix if self.assistant_prefix is not None else CALL_PREFIX
-
-    @property
-    def tool_response_limit(self) -> int | None:
-        """``max_tool_response_chars`` resolved: the task source's default when ``None``, no
-        limit when 0."""
-        if self.max_tool_response_chars is None:
-            from tau2.continual_learning.rollout.tasks import get_task_source
-
-            return get_task_source(self.task_source).max_tool_response_chars
-        return self.max_tool_response_chars or None
-
-    @property
     def episodes_per_step(self) -> int:
         """Episodes each device rolls out (in one ``rollout_func`` call) and trains on per
         optimizer step: ``group_batch_size x gradient_accumulation_steps``."""
         return self.group_batch_size * self.gradient_accumulation_steps
 
-    @property
-    def sampling_backend(self) -> str:
-        """``rollout_backend`` resolved: ``auto`` is ``vllm`` where vLLM is installed, else
-        ``hf``."""
-        if self.rollout_backend != "auto":
-            return self.rollout_backend
-        return "vllm" if vllm_available() else "hf"
-
-    def engine_args(self, output_dir: str) -> GRPOConfig:
-        """The arguments TRL's engine runs with: a copy writing to ``output_dir`` whose
+    def trl_args(self, output_dir: str) -> GRPOConfig:
+        """The arguments TRL's training loop runs with: a copy writing to ``output_dir`` whose
         ``gradient_accumulation_steps`` counts micro-batches (``steps_per_generation``), so one
         generation's micro-batches accumulate into one optimizer step (docs/configuration.md)."""
         args = copy.copy(self)
         args.output_dir = output_dir
         args.gradient_accumulation_steps = self.steps_per_generation
         return args
+
+    def _take_deprecated_names(self) -> None:
+        """``rollout_backend`` (the old name, still taken from the command line, YAML and
+        keywords) becomes ``sampling_backend``, with a warning; unset afterwards, so
+        ``to_dict()`` carries one name."""
+        old = self.rollout_backend
+        if old is None:
+            return
+        warnings.warn(
+            f"GRPOConfig.rollout_backend is deprecated: use sampling_backend={old!r}",
+            FutureWarning,
+            stacklevel=4,  # the caller of GRPOConfig(...)
+        )
+        _require(
+            self.sampling_backend in ("hf", old),  # "hf": the default, not a choice
+            "rollout_backend",
+            old,
+            f"the deprecated name of sampling_backend; give one of them, not "
+            f"sampling_backend={self.sampling_backend!r} too",
+        )
+        self.sampling_backend, self.rollout_backend = old, None
+
+    def _resolve_defaults(self) -> None:
+        """Fields whose ``None`` (or ``auto``) stands for a default get the concrete value, so
+        every reader sees one value; resolving again changes nothing (``to_dict()`` round-trips).
+        ``max_tool_response_chars`` keeps 0 (whole responses)."""
+        from tau2.continual_learning.rollout import CALL_PREFIX
+        from tau2.continual_learning.rollout.tasks import get_task_source
+
+        if self.sampling_backend == "auto":
+            self.sampling_backend = "vllm" if vllm_available() else "hf"
+        if self.assistant_prefix is None:
+            self.assistant_prefix = CALL_PREFIX
+        if self.max_tool_response_chars is None:
+            source = get_task_source(self.task_source)
+            self.max_tool_response_chars = source.max_tool_response_chars
 
     def _check_combinations(self) -> None:
         """The checks that involve several fields (each field alone has passed :data:`RULES`):
@@ -350,9 +372,13 @@ class GRPOConfig(trl.GRPOConfig):
                 not self.use_vllm,
                 "use_vllm",
                 "False: TRL's own vLLM engine would be rebuilt for every domain; set "
-                "rollout_backend='vllm' for one engine per run",
+                "sampling_backend='vllm' for one engine per run",
             ),
-            (self.rollout_backend != "vllm" or vllm_available(), "rollout_backend", VLLM_MISSING),
+            (
+                self.sampling_backend != "vllm" or vllm_available(),
+                "sampling_backend",
+                VLLM_MISSING,
+            ),
         ):
             _require(holds, name, getattr(self, name), allowed)
 
@@ -427,7 +453,10 @@ RULES: dict[str, Rule] = {
     ),
     "assistant_prefix": Rule(str, none="the tool-call opening"),
     # sampling engine
-    "rollout_backend": Rule(str, choices=lambda: ROLLOUT_BACKENDS),
+    "sampling_backend": Rule(str, choices=lambda: SAMPLING_BACKENDS),
+    "rollout_backend": Rule(
+        str, choices=lambda: SAMPLING_BACKENDS, none="unset", note="deprecated: sampling_backend"
+    ),
     "prompt_lookup_tokens": Rule(int, low=0, note="0: off"),
     "vllm_kv_cache_gb": Rule(float, low=0, open_low=True),
     # user simulator

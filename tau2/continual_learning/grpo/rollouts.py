@@ -78,11 +78,11 @@ class Rollouts:
             max_turns=cfg.max_turns,
             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
             max_context_tokens=self.max_context_tokens,
-            max_tool_response_chars=cfg.tool_response_limit,
+            max_tool_response_chars=cfg.max_tool_response_chars or None,  # 0: whole
             temperature=temperature,
             scoring_workers=0,
             seed=seed,
-            assistant_prefix=cfg.agent_turn_prefix,
+            assistant_prefix=cfg.assistant_prefix,
         )
         with bf16_autocast(self.model, bool(cfg.bf16)), runner:
             return runner.run(tasks, num_generations=num_generations)
@@ -131,7 +131,7 @@ def context_limit(
     turn = config.max_new_tokens_per_turn
     for domain in config.domains:
         prompts = {system_prompt(t) for split in ("train", "test") for t in tasks(domain, split)}
-        longest = max(_prompt_tokens(chat, p, config.agent_turn_prefix) for p in prompts)
+        longest = max(_prompt_tokens(chat, p, config.assistant_prefix) for p in prompts)
         if longest + turn <= limit:
             continue
         need = (
@@ -164,7 +164,7 @@ def _prompt_tokens(chat: ChatFormat, system: str, assistant_prefix: str) -> int:
 
 
 def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:
-    """The run's one sampling engine over ``model`` (see ``GRPOConfig.rollout_backend``)."""
+    """The run's one sampling engine over ``model`` (see ``GRPOConfig.sampling_backend``)."""
     if config.sampling_backend == "vllm":
         return VLLMPolicy.from_model(
             model,

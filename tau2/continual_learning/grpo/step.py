@@ -173,8 +173,8 @@ class GRPOStep:
                 [task],
                 self.tokenizer,
                 max_context_tokens=self.rollouts.max_context_tokens,
-                assistant_prefix=self.config.agent_turn_prefix,
-                max_tool_response_chars=self.config.tool_response_limit,
+                assistant_prefix=self.config.assistant_prefix,
+                max_tool_response_chars=self.config.max_tool_response_chars or None,
             )
             self._gold[task.key] = demos.episodes[0] if demos.episodes else None
         return self._gold[task.key]

@@ -219,7 +219,7 @@ class GRPOTrainer:
         trainer = DomainGRPOTrainer(
             model=self.model,
             reward_funcs=[tau2_reward],
-            args=cfg.engine_args(str(folder)),
+            args=cfg.trl_args(str(folder)),
             train_dataset=Dataset.from_dict(
                 {"prompt": [t.key for t in self.tasks(domain, "train")]}
             ),
@@ -275,7 +275,7 @@ class GRPOTrainer:
             {
                 "cl_algorithm": self.cl_algorithm.name,
                 "cl_statistics": self.cl_algorithm.get_statistics(),
-                "rollout_backend": cfg.sampling_backend,
+                "sampling_backend": cfg.sampling_backend,
                 "weight_syncs": getattr(self.rollouts.policy, "syncs", None),
                 "task_source": cfg.task_source,
                 "model_name_or_path": cfg.model_name_or_path,

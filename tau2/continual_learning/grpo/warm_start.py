@@ -318,21 +318,21 @@ class WarmStart:
             len(tok),
             cfg.warm_start_demos_per_domain,
             self.max_context_tokens,
-            cfg.tool_response_limit,
+            cfg.max_tool_response_chars,
             cfg.assistant_prefix,
         )
         if key not in self._cache:
             chosen = list(tasks)
             random.Random(self._seed(domain, WarmStartDraw.DEMONSTRATIONS)).shuffle(chosen)
             chosen = chosen[: cfg.warm_start_demos_per_domain]
-            prefix = cfg.agent_turn_prefix
+            prefix = cfg.assistant_prefix
             with _global_rng_preserved():  # built now or later (a resume): same RNG afterwards
                 demos = gold_demonstrations(
                     chosen,
                     tok,
                     max_context_tokens=self.max_context_tokens,
                     assistant_prefix=prefix,
-                    max_tool_response_chars=cfg.tool_response_limit,
+                    max_tool_response_chars=cfg.max_tool_response_chars or None,
                 )
             logger.info(
                 "Warm start %s: %d demonstrations of %d tasks; dropped %d (%d scored below 1.0, "
