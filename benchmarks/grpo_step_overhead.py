@@ -3,9 +3,12 @@
 Workload: telecom skill tasks, one agent turn each (single-turn), the tiny random model with the
 real SmolLM2 tokenizer, ``--groups`` task groups of ``--group-size`` completions per step, up to
 ``--max-new-tokens`` new tokens. Bare TRL gets the very prompts our runner renders (decoded to
-text) and generates them itself with a cheap regex reward; ours goes through ``rollout_func``, the
-batched EpisodeRunner, tau2's evaluators, the trajectory buffer and the CL hooks. The first
-``--warmup`` steps are excluded. Prints one JSON line: ``ours_s_per_step``, ``trl_s_per_step``,
+text) and generates them itself; ours goes through ``rollout_func``, the batched EpisodeRunner,
+tau2's evaluators, the trajectory buffer and the CL hooks. Both sides train on the same reward,
+:func:`reward` of the completion's text (the tiny model earns no tau2 reward, and our trainer
+leaves out the passes of groups without signal, so a reward only bare TRL's groups vary in would
+compare unequal work); ours still pays for tau2's scoring. The first ``--warmup`` steps are
+excluded. Prints one JSON line: ``ours_s_per_step``, ``trl_s_per_step``,
 ``ratio`` (goal <= 1.10) and the settings.
 
     python benchmarks/grpo_step_overhead.py [--steps 6] [--groups 2] [--group-size 4]
@@ -18,12 +21,14 @@ import json
 import os
 import tempfile
 import time
+import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import SequentialCL
+from tau2.continual_learning.grpo.trl_trainer import REWARD_FIELD
 from tau2.continual_learning.model_loading import load_tokenizer
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
@@ -38,6 +43,12 @@ class StepTimer(SequentialCL):
 
     def post_step_hook(self, trainer, domain) -> None:
         self.stamps.append(time.perf_counter())
+
+
+def reward(completion: str) -> float:
+    """Both sides' reward: 0 or 1 from a hash of the completion's text, so nearly every group
+    of distinct completions has unequal rewards (signal) on both sides alike."""
+    return float(zlib.crc32(completion.encode()) % 2)
 
 
 def per_step(stamps: list[float], start: float, warmup: int) -> float:
@@ -64,6 +75,14 @@ def run_ours(args, tokenizer, out: str) -> float:
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer), tokenizer=tokenizer)
     timer = StepTimer()
     trainer.cl_algorithm = timer
+    tau2_rollout = trainer.rollout
+
+    def rollout(prompts, trl_trainer=None):  # the step's episodes, rewarded as bare TRL's
+        out = tau2_rollout(prompts, trl_trainer)
+        out[REWARD_FIELD] = [reward(tokenizer.decode(c)) for c in out["completion_ids"]]
+        return out
+
+    trainer.rollout = rollout
     start = time.perf_counter()
     trainer.train()  # the baseline evaluation falls into the first (warm-up) interval
     return per_step(timer.stamps, start, args.warmup)
@@ -91,8 +110,8 @@ def run_trl(args, tokenizer, out: str) -> float:
         def on_step_end(self, *a, **k):
             stamps.append(time.perf_counter())
 
-    def reward(prompts, completions, **kwargs):
-        return [float('"name"' in c) for c in completions]
+    def rewards(prompts, completions, **kwargs):
+        return [reward(c) for c in completions]
 
     config = trl.GRPOConfig(
         output_dir=out,
@@ -110,7 +129,7 @@ def run_trl(args, tokenizer, out: str) -> float:
     )
     trainer = trl.GRPOTrainer(
         model=build_tiny_model(tokenizer),
-        reward_funcs=[reward],
+        reward_funcs=[rewards],
         args=config,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
