@@ -8,7 +8,7 @@ Two domain sequences, each trained by several algorithms with 3 seeds (a seed se
   arguments, so what the second domain teaches contradicts the first. Its prompts list tool
   names and descriptions without arguments (``tool_arguments_in_prompt=False``): with the
   arguments in the prompt, the model reads each version's from it and nothing is forgotten
-  (measured: docs/grpo.md). Algorithms: ``sequential`` (the forgetting baseline), ``replay``,
+  (docs/results.md, "Forgetting benchmark"). Algorithms: ``sequential`` (the forgetting baseline), ``replay``,
   ``adaptive_replay`` and ``warm_start_only`` (sequential, the supervised warm start on gold
   demonstrations and no GRPO steps: ``max_steps_per_domain=0``; the contrast that supervised
   fine-tuning forgets more than RL).
@@ -30,10 +30,9 @@ full runs (tested), and their ``wall_s`` counts only their own part. ``--no_bran
 run from scratch. ``warm_start_only`` trains its first domain differently (no GRPO steps) and
 always runs whole.
 
-Budget: 18 runs (12 of two domains, 6 of three), meant to fit in about 2 hours on a 2-core CPU:
-1 h 45 min on an AVX512-BF16 machine at the default settings (measured, docs/grpo.md), longer
-on an AVX2 one (3.8 hours there before branching; about 3 hours with it, estimated). The untrained scores are computed once per
-seed and sequence (also across ``--resume``). All runs share one process: a fresh trainer and
+Budget: 18 runs (12 of two domains, 6 of three), meant to fit in a few hours on a 2-core CPU
+(the measured times per machine are in docs/results.md, "Forgetting benchmark"). The untrained
+scores are computed once per seed and sequence (also across ``--resume``). All runs share one process: a fresh trainer and
 model per run, freed before the next. Runs go seed by seed, so an interrupted benchmark has
 every algorithm for its first seeds.
 

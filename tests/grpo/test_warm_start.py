@@ -222,7 +222,8 @@ def test_replayed_demonstrations_follow_the_ratio(tmp_path, tokenizer, tiny_mode
 
 
 def test_the_default_job_warm_starts_a_lora_adapter(tmp_path):
-    """The measured defaults (docs/grpo.md, warm start): 16 demonstrations at 1e-3, LoRA."""
+    """The measured defaults (docs/results.md, "Warm start settings"): 16 demonstrations at
+    1e-3, LoRA."""
     config = GRPOConfig(output_dir=str(tmp_path), report_to=[])
     assert config.warm_start_demos_per_domain == 16
     assert config.warm_start_learning_rate == 1e-3 and config.use_peft

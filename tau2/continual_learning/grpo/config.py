@@ -142,7 +142,9 @@ class GRPOConfig(trl.GRPOConfig):
         "Warm-start guard: demonstration tasks scored before and after (0: no guard).", 8
     )
     warm_start_guard_retries: int = _help("Warm-start guard: retries at half the rate.", 1)
-    score_after_warm_start: bool = _help("Score the domain after its warm start too.", True)
+    score_after_warm_start: bool = _help(
+        "Score the warm-started domain once more, after its warm start.", True
+    )
     # -- learning signal ----------------------------------------------------------------------
     partial_credit_weight: float = _help(
         "Training reward = tau2 reward + weight x partial credit (evaluation stays binary).", 0.0

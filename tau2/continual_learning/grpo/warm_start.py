@@ -20,8 +20,8 @@ touched), gradient clipping at ``max_grad_norm``, bf16 autocast when ``config.bf
 Why our own loop and not TRL's ``SFTTrainer`` (1.16, which does take pre-tokenized
 ``input_ids`` with ``assistant_masks``): it always patches the model's ``forward`` with its fused
 LM head and computes the loss through it, which on devices without Triton (the CPU default job)
-scores every position in chunks: measured 1.5x slower per step than a plain loss on the embedded
-model and 3x on the test model. It also leaves state on the shared model and tokenizer (a further
+scores every position in chunks, slower per step than a plain loss (docs/results.md, "Warm start
+settings"). It also leaves state on the shared model and tokenizer (a further
 ``forward`` wrapper per construction, ``pad_token`` and the configs' ``pad_token_id``), reseeds the
 global RNGs (``set_seed`` in ``Trainer.__init__``), and brings nothing the warm start needs
 (packing, PEFT wrapping, dataset preparation). The loop here computes logits only at the positions

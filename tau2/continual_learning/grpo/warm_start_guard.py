@@ -1,11 +1,11 @@
 """A guard against a warm start that breaks the policy.
 
-A supervised warm start at the default learning rate usually lifts a domain by 0.4-0.8, but on
-this small model it can also leave a policy that writes degenerate turns (every turn running to
-the token limit) and fails every domain, old and new: measured once in the forgetting benchmark
-(plain sequence, ``replay``, seed 2, telecom), where no GRPO step could repair it because no
-group had a success left. Lowering the learning rate for every run avoids that case and costs the
-others learning (``docs/grpo.md``, "Warm start"), so the guard acts only when it is needed.
+A supervised warm start at the default learning rate usually lifts a domain a lot, but on a
+small model it can also leave a policy that writes degenerate turns (every turn running to the
+token limit) and fails every domain, old and new; no GRPO step can repair that, because no group
+has a success left. Lowering the learning rate for every run would avoid it and cost the other
+runs learning (docs/results.md, "Warm-start guard" and "Warm-start learning rate"), so the guard
+acts only when it is needed.
 
 **What it does** (:meth:`WarmStartGuard.run`). Before the warm start it scores the model greedily
 on the first ``tasks`` of the domain's demonstration tasks (train tasks, never the test split)
