@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tau2.continual_learning.model_signature import cache_keyword
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, SamplingParams, load_tasks
-from tau2.continual_learning.rollout.engines.hf import cache_keyword
 from tau2.continual_learning.rollout.engines.prefix_cache import (
     CachedSequence,
     PrefixCache,

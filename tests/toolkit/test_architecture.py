@@ -91,6 +91,22 @@ def test_the_shared_layer_does_not_import_either_wing():
         assert not wings, f"{module} imports {wings}"
 
 
+def test_only_the_grpo_rollouts_module_imports_a_sampling_engine():
+    """The GRPO wing reaches the sampling engines (``rollout/engines/``) through
+    ``grpo/rollouts.py`` alone; what else it needs of a model lives outside the engines
+    (``model_signature.py``)."""
+    graph = import_graph()
+    engines = f"{PREFIX}.rollout.engines"
+    importers = {
+        module: sorted(t for t in targets if t == engines or t.startswith(f"{engines}."))
+        for module, targets in graph.items()
+        if module.startswith(f"{PREFIX}.grpo")
+    }
+    assert f"{engines}.hf" in graph and f"{PREFIX}.grpo.shared_prefix" in importers
+    offenders = {m: t for m, t in importers.items() if t and m != f"{PREFIX}.grpo.rollouts"}
+    assert not offenders, f"import the engines through grpo/rollouts.py: {offenders}"
+
+
 def test_supervised_wing_does_not_import_the_grpo_wing_or_rollouts():
     graph = import_graph()
     for module, targets in graph.items():

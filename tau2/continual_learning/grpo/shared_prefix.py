@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tau2.continual_learning.rollout.engines.hf import cache_keyword, supports_prefix_cache
+from tau2.continual_learning.model_signature import cache_keyword, supports_prefix_cache
 
 logger = logging.getLogger(__name__)
 

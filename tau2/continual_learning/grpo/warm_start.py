@@ -52,8 +52,8 @@ from tau2.continual_learning.cl_algorithm import CLAlgorithm
 from tau2.continual_learning.grpo.checkpointing import rng_state, set_rng_state
 from tau2.continual_learning.grpo.seeds import Seeds, WarmStartDraw
 from tau2.continual_learning.grpo.token_batch import bf16_autocast, right_padded
+from tau2.continual_learning.model_signature import forward_parameters
 from tau2.continual_learning.rollout import CALL_PREFIX, Episode, EpisodeRunner
-from tau2.continual_learning.rollout.engines.weights import forward_parameters
 from tau2.continual_learning.rollout.prompt import pad_token_id
 from tau2.continual_learning.rollout.scripted import (
     ScriptedPolicy,

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tau2.continual_learning.model_signature import cache_keyword, supports_prefix_cache
 from tau2.continual_learning.rollout.engines.attention import sampling_attention
 from tau2.continual_learning.rollout.engines.base import (
     Generation,
@@ -23,11 +24,7 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
 from tau2.continual_learning.rollout.engines.prompt_lookup import PromptLookup, accept
-from tau2.continual_learning.rollout.engines.weights import (
-    MergedModel,
-    forward_parameters,
-    weights_version,
-)
+from tau2.continual_learning.rollout.engines.weights import MergedModel, weights_version
 from tau2.continual_learning.rollout.prompt import pad_token_id
 from tau2.continual_learning.sampling_defaults import LOOKUP_TOKENS
 
@@ -425,30 +422,10 @@ def _head(entry: CachedSequence | None, length: int) -> Past | None:
     return [k[:, :, :length] for k in entry.keys], [v[:, :, :length] for v in entry.values]
 
 
-def cache_keyword(model: Any) -> str:
-    """The name under which ``model``'s forward takes its key/value cache: ``cache`` where the
-    installed transformers has renamed it (5.25 has; it warns on ``past_key_values`` and drops
-    that name in 5.40), else ``past_key_values``."""
-    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
-
-
 def _num_cache_layers(model: Any) -> int:
     from transformers import DynamicCache
 
     return len(DynamicCache(config=model.config).layers)
-
-
-def supports_prefix_cache(model: Any) -> bool:
-    """Whether ``model``'s cache is plain per-layer keys/values that can be cut and stacked
-    (not sliding-window, linear-attention or hybrid layers)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    try:
-        cache = DynamicCache(config=model.config)
-    except Exception:  # an unusual config: stay on the stateless path
-        return False
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def _warpers(sampling: SamplingParams) -> list[Any]:

@@ -4,8 +4,7 @@ adapters merged in)."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,13 +16,6 @@ _step_hook: Any = None
 def _count_step(optimizer: Any, args: Any, kwargs: Any) -> None:
     global _optimizer_steps
     _optimizer_steps += 1
-
-
-def forward_parameters(model: Any) -> Mapping[str, inspect.Parameter]:
-    """The parameters of the forward method of ``model``'s class (a PEFT model's base model's),
-    for callers that pass a keyword only where the installed transformers takes it."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inspect.signature(type(base).forward).parameters
 
 
 def weights_version(model: Any) -> int:
