@@ -153,6 +153,68 @@ def plot_training_signal(
     plt.close(fig)
 
 
+PHASES = (
+    ("before", "before"),
+    ("after_warm_start", "after warm start"),
+    ("after_grpo", "after GRPO"),
+)
+"""The phases of a domain's training in ``phase_scores``, with their labels."""
+
+
+def plot_phase_scores(
+    phase_scores: dict[str, dict[str, float]], domains: Sequence[str], path: str | os.PathLike[str]
+) -> None:
+    """Phase attribution: per trained domain, its score before its training, after its warm
+    start (where one ran and was scored) and after its GRPO steps, as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [d for d in domains if d in phase_scores]
+    width = 0.8 / len(PHASES)
+    fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(trained), 3.4))
+    for k, (phase, label) in enumerate(PHASES):
+        xs = [i + (k - 1) * width for i, d in enumerate(trained) if phase in phase_scores[d]]
+        values = [phase_scores[d][phase] for d in trained if phase in phase_scores[d]]
+        bars = ax.bar(xs, values, width, label=label, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.2f", fontsize="x-small")
+    ax.set_xticks(range(len(trained)), labels=trained)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("pass^1 on the domain")
+    ax.set_title("what each phase learned")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def phase_sentences(metrics: dict[str, Any]) -> list[str]:
+    """One sentence per trained domain saying what each phase added to its score
+    (``phase_scores``; ``warm_start`` tells a domain learned from reward alone from one whose
+    warm start was not scored separately)."""
+    lines = []
+    for domain in metrics["domains"]:
+        phases = metrics.get("phase_scores", {}).get(domain)
+        if not phases or "before" not in phases or "after_grpo" not in phases:
+            continue
+        before, grpo = phases["before"], phases["after_grpo"]
+        start = f"**{domain}**: {before:.3f} before its training; "
+        warm = metrics.get("warm_start", {}).get(domain) or {}
+        if "after_warm_start" in phases:
+            after = phases["after_warm_start"]
+            text = (
+                f"the warm start added {after - before:+.3f} (to {after:.3f}), GRPO "
+                f"{grpo - after:+.3f} (to {grpo:.3f})."
+            )
+        elif warm.get("steps"):
+            text = f"warm start and GRPO together added {grpo - before:+.3f} (to {grpo:.3f})."
+        else:
+            text = f"no warm start; GRPO alone added {grpo - before:+.3f} (to {grpo:.3f})."
+        lines.append(start + text)
+    return lines
+
+
 def mean_scores_over_training(
     runs: Sequence[dict[str, Any]],
 ) -> dict[str, dict[str, list[float]]]:
@@ -280,7 +342,8 @@ def _fmt(value: Any, interval: Any = None) -> str:
 
 def write_run_report(metrics: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
     """``report.md`` with the pictures people look at first: the accuracy matrix heatmap, the
-    forgetting picture, the training signal per step, the CL metrics with 95% bootstrap
+    forgetting picture, phase attribution (figure and one sentence per domain), the training
+    signal per step, the CL metrics with 95% bootstrap
     intervals, wall time and peak memory. Figures go next to it."""
     out = Path(output_dir)
     domains = metrics["domains"]
@@ -324,6 +387,17 @@ def write_run_report(metrics: dict[str, Any], output_dir: str | os.PathLike[str]
         "",
         "![scores over training](scores_over_training.png)",
     ]
+    if metrics.get("phase_scores"):
+        plot_phase_scores(metrics["phase_scores"], domains, out / "phase_scores.png")
+        lines += [
+            "",
+            "What each phase added to its domain's score (before its training, after its warm "
+            "start, after its GRPO steps):",
+            "",
+            *(f"- {sentence}" for sentence in phase_sentences(metrics)),
+            "",
+            "![phase scores](phase_scores.png)",
+        ]
     if metrics.get("step_stats"):
         plot_training_signal(metrics["step_stats"], out / "training_signal.png")
         lines += [

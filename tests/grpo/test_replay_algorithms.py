@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from tau2.continual_learning import GRPOConfig
@@ -134,15 +137,32 @@ def test_adaptive_rejects_ratio_outside_bounds():
         AdaptiveReplayCL(initial_replay_ratio=0.8, max_replay_ratio=0.5)
 
 
-@pytest.mark.parametrize(
-    "ratio,size,slots", [(0.25, 2, 1), (0.25, 4, 1), (0.3, 2, 1), (0.2, 2, 0), (0.5, 3, 2)]
-)
-def test_replay_slots_round_half_up(ratio, size, slots):
-    assert ReplayCL(replay_ratio=ratio).num_replay_slots(size) == slots
+@pytest.mark.parametrize("ratio,size", [(0.25, 2), (0.3, 2), (0.2, 4), (0.5, 3), (0.1, 1)])
+def test_replay_slots_round_stochastically_to_the_ratio(ratio, size):
+    algorithm, rng = ReplayCL(replay_ratio=ratio), random.Random(0)
+    slots = [algorithm.num_replay_slots(size, rng) for _ in range(4000)]
+    assert set(slots) <= {math.floor(ratio * size), math.ceil(ratio * size)}
+    assert sum(slots) / (4000 * size) == pytest.approx(ratio, abs=0.02)
 
 
-def test_default_config_replays_at_least_one_group():
-    config = GRPOConfig()
-    assert (
-        ReplayCL(replay_ratio=config.replay_ratio).num_replay_slots(config.batch_size_per_gpu) >= 1
-    )
+def test_the_default_jobs_long_run_replay_share_is_its_ratio(tmp_path, tokenizer, tiny_model):
+    """0.25 of 2 groups: a replayed group every other step on average (not every step), drawn
+    from the run's seed and the step, so a run replays the same steps every time."""
+    config = GRPOConfig(output_dir=str(tmp_path), domains=["airline", "retail"], report_to=[])
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    assert trainer.cl_algorithm.replay_ratio == 0.25 and config.batch_size_per_gpu == 2
+    store(trainer, "airline", 10)
+    trainer.current_domain = "retail"
+    new = load_tasks("retail", "train", "skills")[:2]
+
+    def replayed_per_step(steps):
+        counts = []
+        for step in steps:
+            trainer.record.global_step = step
+            counts.append(sum(t.domain == "airline" for t in trainer.compose_batch(new)))
+        return counts
+
+    counts = replayed_per_step(range(800))
+    assert set(counts) == {0, 1}
+    assert sum(counts) / (2 * len(counts)) == pytest.approx(0.25, abs=0.03)
+    assert replayed_per_step(range(50)) == counts[:50]

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import random
+
 from tau2.continual_learning.cl_algorithm import CLAlgorithm
 from tau2.continual_learning.grpo.algorithms.replay import ReplayCL
 from tau2.continual_learning.rollout import DomainTask
 
 
-def replay_slots(algorithm: CLAlgorithm, batch_size: int) -> int:
+def replay_slots(algorithm: CLAlgorithm, batch_size: int, rng: random.Random) -> int:
     """How many of a step's ``batch_size`` task groups are offered for replay: a
-    :class:`ReplayCL`'s ``num_replay_slots(batch_size)``, at most ``batch_size - 1`` (a step
-    always keeps a new task); 0 for other algorithms, whose ``augment_batch`` may still return
-    earlier tasks (they then take new tasks' places)."""
+    :class:`ReplayCL`'s ``num_replay_slots(batch_size, rng)`` (``rng``: the step's seeded
+    draw), at most ``batch_size - 1`` (a step always keeps a new task); 0 for other
+    algorithms, whose ``augment_batch`` may still return earlier tasks (they then take new
+    tasks' places)."""
     if not isinstance(algorithm, ReplayCL):
         return 0
-    return min(algorithm.num_replay_slots(batch_size), batch_size - 1)
+    return min(algorithm.num_replay_slots(batch_size, rng), batch_size - 1)
 
 
 def compose_batch(

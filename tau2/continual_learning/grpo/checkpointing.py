@@ -4,7 +4,7 @@ Layout under ``<output_dir>/checkpoints``:
 
 * ``end-of-domain-NN/``: written after domain ``NN`` was trained and evaluated: the model (in
   the dtype it trains in), the tokenizer, our state (``continual_state.pt``: position, matrix,
-  CL state, RNG), one trajectory buffer per rank (``buffer-rank-R.pkl``) and, while it is the
+  CL state, the pass-rate curriculum's state, RNG), one trajectory buffer per rank (``buffer-rank-R.pkl``) and, while it is the
   checkpoint a resume would start from and the optimizer carries over to the next domain
   (``reset_optimizer_between_domains=False``), ``optimizer.pt``.
 * ``domain-NN-<name>/checkpoint-S/``: TRL's mid-domain checkpoints (every ``save_steps`` within
@@ -22,7 +22,7 @@ checkpoints cannot be reused for the domain-end ones: each domain runs a new TRL
 schedule and dataset), and TRL's folders do not carry our state, so ours are written here.
 
 Loading (:meth:`Checkpointer.load`) restores the run record, the algorithm's state, the
-trajectory buffer and the RNGs, and returns a :class:`ResumePoint`: what the next domain's TRL
+curriculum's state, the trajectory buffer and the RNGs, and returns a :class:`ResumePoint`: what the next domain's TRL
 trainer starts from (TRL's own checkpoint mid-domain, else the weights are loaded here and the
 optimizer state, if any, waits for it). A *branch* continues a domain-end checkpoint under
 another algorithm (:meth:`Checkpointer.load` with ``branch=True``).
@@ -142,13 +142,15 @@ class Checkpointer:
 
     def own_state(self, mid_domain: bool) -> dict[str, Any]:
         """Our part of a checkpoint (TRL's files hold the rest mid-domain): the run record,
-        the algorithm's name and state, the RNGs."""
+        the algorithm's name and state, the pass-rate curriculum's state (if any), the RNGs."""
         algorithm = self.trainer.cl_algorithm
+        curriculum = self.trainer.step.curriculum
         return {
             **self.trainer.record.state_dict(),
             "mid_domain": mid_domain,
             "cl_algorithm": algorithm.name,
             "cl_state": algorithm.state_dict(),
+            "curriculum": curriculum.state_dict() if curriculum is not None else None,
             "rng": rng_state(),
         }
 
@@ -225,6 +227,9 @@ class Checkpointer:
         else:
             algorithm.load_state_dict(state["cl_state"])
         trainer.trajectory_buffer = TrajectoryBuffer.load(self.buffer_path(folder))
+        curriculum = trainer.step.curriculum
+        if curriculum is not None and state.get("curriculum") is not None:
+            curriculum.load_state_dict(state["curriculum"])
         set_rng_state(state["rng"])
         resume = ResumePoint()
         if state["mid_domain"]:

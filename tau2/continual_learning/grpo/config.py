@@ -116,8 +116,10 @@ class GRPOConfig(trl.GRPOConfig):
     min_replay_ratio: float = _help("Adaptive replay: lower bound of the ratio.", 0.1)
     adaptation_rate: float = _help("Adaptive replay: step size of the ratio.", 0.1)
     forgetting_threshold: float = _help("Adaptive replay: score drop counted as forgetting.", 0.1)
-    probe_interval: int = _help("Adaptive replay: steps between probes.", 4)
-    probe_tasks_per_domain: int = _help("Adaptive replay: test tasks per domain per probe.", 4)
+    probe_interval: int = _help("Adaptive replay: steps between probes.", 1)
+    probe_tasks_per_domain: int = _help(
+        "Adaptive replay: validation tasks (train tasks, never test) per domain per probe.", 4
+    )
     bc_weight: float = _help("CLEAR: weight of the behaviour-cloning KL.", 0.1)
     bc_batch_size: int = _help("CLEAR: stored trajectories cloned per step.", 2)
     reset_optimizer_between_domains: bool = _help(

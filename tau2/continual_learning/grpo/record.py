@@ -24,7 +24,13 @@ from tau2.continual_learning.report import (
     write_run_report,
 )
 
-__all__ = ["OnRecord", "RunRecord"]
+__all__ = ["TRL_STEP_METRICS", "OnRecord", "RunRecord"]
+
+TRL_STEP_METRICS = ("entropy", "clip_ratio/")
+"""TRL's logged metrics (names, or prefixes ending in ``/``) copied into a step's statistics:
+the policy's mean token entropy and the clip fractions (``clip_ratio/low_mean``,
+``clip_ratio/high_mean``, ``clip_ratio/region_mean`` ...). TRL computes them in the loss, so
+a step whose micro-batches all lacked signal (skipped passes) has none."""
 
 
 @dataclass
@@ -47,7 +53,9 @@ class RunRecord:
     baseline), ``after_warm_start`` (when a warm start ran and was scored) and ``after_grpo``
     (its diagonal entry): which phase learned what."""
     step_stats: list[dict[str, Any]] = field(default_factory=list)
-    """Per optimizer step: domain, global step, mean reward, informative-group share."""
+    """Per optimizer step: domain, global step, mean tau2 reward, informative-group share
+    (:func:`~tau2.continual_learning.grpo.step.step_statistics`), and TRL's policy entropy and
+    clip fractions for the step (:data:`TRL_STEP_METRICS`, where TRL logged them)."""
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     """Warm-start epochs and TRL's log history, tagged with domain and global step."""
     warm_start: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,6 +101,20 @@ class RunRecord:
             | row
             for row in rows
         ]
+
+    def add_trl_log(self, domain: str, row: dict[str, Any]) -> None:
+        """One row of TRL's log history (``row["step"]`` counts from the domain's start): TRL's
+        entropy and clip fractions (:data:`TRL_STEP_METRICS`) join the statistics of the step
+        it closes, that step's statistics join the row, and the row joins the log rows
+        (``training_log.csv``). TRL's end-of-training summary row is kept as it is."""
+        row = dict(row)
+        step = self.domain_start_step + row.get("step", 0) - 1
+        matches = [s for s in self.step_stats if s["domain"] == domain and s["global_step"] == step]
+        if "reward" in row and matches:  # TRL's step rows carry the step's reward
+            stats = matches[-1]
+            stats.update({k: v for k, v in row.items() if _is_step_metric(k)})
+            row |= {k: v for k, v in stats.items() if k not in ("domain", "global_step", *row)}
+        self.add_log_rows(domain, [row])
 
     def latest_scores(self) -> dict[str, float]:
         """The last accuracy-matrix row as ``{domain: score}``."""
@@ -173,6 +195,10 @@ class RunRecord:
         for f in dataclasses.fields(self):
             value = state[f.name] if f.name in state else getattr(fresh, f.name)
             setattr(self, f.name, copy.deepcopy(value))
+
+
+def _is_step_metric(name: str) -> bool:
+    return any(name.startswith(m) if m.endswith("/") else name == m for m in TRL_STEP_METRICS)
 
 
 class OnRecord:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 from tau2.continual_learning.grpo.config import ConfigError, GRPOConfig
+from tau2.continual_learning.grpo.seeds import Seeds
 from tau2.continual_learning.grpo.token_batch import bf16_autocast
 from tau2.continual_learning.model_loading import load_model_and_tokenizer
 from tau2.continual_learning.rollout import (
@@ -44,10 +46,18 @@ class Rollouts:
         self.user = build_user(config, model, tokenizer)
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
-        """Train or test tasks of ``domain``: trivial tasks dropped from training if asked, the
-        test split capped at ``eval_tasks_per_domain``, prompts without tool arguments if
-        ``tool_arguments_in_prompt`` is false."""
+        """Train, validation or test tasks of ``domain``: trivial tasks dropped from training if
+        asked, the test split capped at ``eval_tasks_per_domain``, prompts without tool
+        arguments if ``tool_arguments_in_prompt`` is false. ``validation`` is the train tasks
+        in a fixed order seeded by the run's seed and the domain, so its first ``n`` are a
+        fixed sample of ``n`` train tasks: what probes during training score (never the test
+        split). They are not removed from training: a probe measures how well trained tasks
+        are kept, and a run's training tasks do not depend on whether it probes."""
         key = (domain, split)
+        if split == "validation" and key not in self._tasks:
+            tasks = list(self.tasks(domain, "train"))
+            random.Random(Seeds(self.config.seed).validation(domain)).shuffle(tasks)
+            self._tasks[key] = tasks
         if key not in self._tasks:
             cfg = self.config
             tasks = load_tasks(domain, split, cfg.task_source, seed=cfg.skills_seed)

@@ -7,7 +7,11 @@ never shifts another, and a run is reproduced exactly from its config and a chec
 * :meth:`Seeds.refill`: the fresh groups of dynamic sampling, per draw within a step;
 * :meth:`Seeds.evaluation`: scoring a policy (evaluation rows, probes, the warm-start guard): the
   same seed every time, so two scorings of the same weights agree;
-* :meth:`Seeds.warm_start`: a domain's demonstration choice, replay draw and batch order.
+* :meth:`Seeds.warm_start`: a domain's demonstration choice, replay draw and batch order;
+* :meth:`Seeds.replay`: a step's replay-slot draw (the stochastic rounding of
+  ``replay_ratio x B``), per global step and process;
+* :meth:`Seeds.curriculum`: the pass-rate curriculum's within-tier shuffles;
+* :meth:`Seeds.validation`: which train tasks of a domain form its validation split.
 
 The multipliers are primes far apart, so that nearby base seeds, steps and domains do not land
 on the same stream.
@@ -52,3 +56,16 @@ class Seeds:
     def warm_start(self, domain_index: int, draw: WarmStartDraw) -> int:
         """Draw ``draw`` of the warm start of the domain at ``domain_index`` (0-based)."""
         return self.base * 1_000_003 + (domain_index + 1) * 7_919 + int(draw)
+
+    def replay(self, global_step: int, rank: int) -> int:
+        """The replay-slot draw of GRPO step ``global_step`` on process ``rank``."""
+        return self.base * 300_007 + global_step * 2_003 + rank
+
+    def curriculum(self) -> int:
+        """The pass-rate curriculum (its shuffles are seeded by this and the step)."""
+        return self.base * 400_009 + 11
+
+    def validation(self, domain: str) -> str:
+        """The order of ``domain``'s train tasks whose head is its validation split (a string
+        seed: ``random.Random`` hashes it the same way in every process)."""
+        return f"validation:{self.base}:{domain}"

@@ -128,12 +128,13 @@ class GRPOTrainer:
         """What a loaded checkpoint hands the next domain; ``None`` until one was looked for."""
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
-        """Train or test tasks of ``domain`` as this run uses them."""
+        """Train, validation or test tasks of ``domain`` as this run uses them."""
         return self.rollouts.tasks(domain, split)
 
     def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
-        """Quick scores on the first ``num_tasks`` test tasks of ``domains``."""
-        return {d: self.evaluator.domain(d, limit=num_tasks).mean for d in domains}
+        """Quick scores on the first ``num_tasks`` validation tasks of each of ``domains``."""
+        validation = {d: self.tasks(d, "validation")[:num_tasks] for d in domains}
+        return {d: self.evaluator.tasks(tasks).mean for d, tasks in validation.items()}
 
     def where(self) -> str:
         """Where training is, for messages."""
@@ -166,8 +167,10 @@ class GRPOTrainer:
             if not resume.mid_domain:  # a mid-domain resume already ran these
                 self.cl_algorithm.pre_task_hook(self.view, domain)
                 record.begin_domain(domain)
-                if self.warm_start.enabled:
+                if self.warm_start.applies_to(domain):
                     self._warm_start(domain)
+                elif cfg.warm_start_demos_per_domain:  # learned from reward alone
+                    record.warm_start[domain] = {"skipped": "not in warm_start_domains"}
             if cfg.max_steps_per_domain:  # 0: warm start only
                 self._train_domain(domain, resume)
             record.add_row(domain, self.evaluate_all(f"eval after {domain}"))
@@ -234,6 +237,7 @@ class GRPOTrainer:
                 counts=self.record,
                 on_step_end=self.on_step_end,
                 on_save=self.checkpointer.complete_mid_domain,
+                on_log=lambda row: self.record.add_trl_log(domain, row),
                 where=self.where,
                 sync_weights=getattr(self.rollouts.policy, "sync", None),
             ),
@@ -245,7 +249,6 @@ class GRPOTrainer:
         trainer.train(resume_from_checkpoint=resume.trl_checkpoint)
         optimizer = trainer.optimizer
         self.optimizer = getattr(optimizer, "optimizer", optimizer)
-        self.record.add_log_rows(domain, trainer.state.log_history)
 
     def rollout(self, prompts: list[str], trl_trainer: Any = None) -> dict[str, list[Any]]:
         """TRL's ``rollout_func``: one GRPO step's episodes

@@ -30,7 +30,8 @@ class TrainerView:
     - ``trajectory_buffer``: finished episodes per domain
       (:class:`~tau2.continual_learning.grpo.trajectory_buffer.TrajectoryBuffer`: ``sample``,
       ``size``, ``sizes``, ``records``);
-    - ``probe(domains, num_tasks)``: quick test scores of some domains now;
+    - ``probe(domains, num_tasks)``: quick scores of some domains now, on ``num_tasks`` of
+      each one's validation tasks (a fixed seeded sample of its train tasks; never test tasks);
     - ``latest_scores()``: the last accuracy-matrix row as ``{domain: score}``;
     - ``tokenizer`` and ``model`` (for an ``extra_loss``); ``config`` (read only).
     """
@@ -55,7 +56,7 @@ class TrainerView:
         return list(self._run.config.domains)
 
     def probe(self, domains: list[str], num_tasks: int) -> dict[str, float]:
-        """Quick scores on the first ``num_tasks`` test tasks of ``domains``."""
+        """Quick scores on ``num_tasks`` validation tasks of each of ``domains``."""
         return self._run.probe(domains, num_tasks)
 
     def latest_scores(self) -> dict[str, float]:

@@ -5,7 +5,7 @@ optimizer step; this module adds only
 
 * :class:`DomainGRPOTrainer`: the CL algorithm's ``extra_loss`` (once per optimizer step), the
   :class:`LossGuard`, and no forward/backward pass for a micro-batch without learning signal;
-  it sees the continual run only through a :class:`TrainingHooks` object (TRL's step and save
+  it sees the continual run only through a :class:`TrainingHooks` object (TRL's step, save and log
   events are forwarded to it);
 * :class:`LossGuard`: a NaN/inf micro-batch loss skips its whole update; ``K`` in a row stop
   the run with :class:`NonFiniteLossError`;
@@ -105,6 +105,8 @@ class TrainingHooks:
     """After every optimizer step (the run's step count and the algorithm's step hook)."""
     on_save: Callable[[Path], None]
     """After TRL wrote a mid-domain checkpoint folder (the run completes it with its state)."""
+    on_log: Callable[[dict[str, Any]], None]
+    """Each row TRL adds to its log history (with its ``step``), as TRL logs it."""
     where: Callable[[], str]
     """Where training is, for messages."""
     sync_weights: Callable[[], None] | None = None
@@ -213,7 +215,7 @@ def zero_loss(model: Any) -> torch.Tensor:
 
 
 class _HooksCallback(TrainerCallback):
-    """TRL's step and save events forwarded to the hooks; TRL's own save at a domain's last
+    """TRL's step, save and log events forwarded to the hooks; TRL's own save at a domain's last
     step is dropped (the domain-end checkpoint that follows supersedes it)."""
 
     def __init__(self, trainer: DomainGRPOTrainer) -> None:
@@ -235,3 +237,6 @@ class _HooksCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.hooks.on_save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.hooks.on_log({**(logs or {}), "step": state.global_step})

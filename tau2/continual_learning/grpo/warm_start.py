@@ -298,9 +298,13 @@ class WarmStart:
         self.seeds = Seeds(config.seed)
         self._cache: dict[tuple[Any, ...], DemonstrationSet] = {}
 
-    @property
-    def enabled(self) -> bool:
-        return self.config.warm_start_demos_per_domain > 0
+    def applies_to(self, domain: str) -> bool:
+        """Whether ``domain`` gets a warm start: demonstrations are on
+        (``warm_start_demos_per_domain > 0``) and ``domain`` is among ``warm_start_domains``
+        (``None``: every domain). The others learn from the evaluator's reward alone."""
+        cfg = self.config
+        chosen = cfg.warm_start_domains
+        return cfg.warm_start_demos_per_domain > 0 and (chosen is None or domain in chosen)
 
     def _seed(self, domain: str, draw: WarmStartDraw) -> int:
         return self.seeds.warm_start(list(self.config.domains).index(domain), draw)
@@ -358,9 +362,11 @@ class WarmStart:
         """Earlier domains' demonstrations to mix into ``domain``'s warm start of ``num_new``
         demonstrations: as many per domain as the algorithm's
         :meth:`~tau2.continual_learning.cl_algorithm.CLAlgorithm.warm_start_replay` asks for,
-        drawn from each domain's demonstrations (seeded)."""
+        drawn from each domain's demonstrations (seeded). Domains learned from reward alone
+        (not :meth:`applies_to`) have no demonstrations to replay."""
         rng = random.Random(self._seed(domain, WarmStartDraw.REPLAY))
         wanted = cl_algorithm.warm_start_replay(domain, num_new, rng) if num_new else {}
+        wanted = {old: n for old, n in wanted.items() if self.applies_to(old)}
         replay: list[Episode] = []
         for old, share in wanted.items():
             pool = self.demonstrations(old, tasks_of(old)).episodes

@@ -16,13 +16,16 @@ logger = logging.getLogger(__name__)
 class AdaptiveReplayCL(ReplayCL):
     """Replay whose ratio follows a forgetting signal from periodic probes of earlier domains.
 
-    Every ``probe_interval`` steps the trainer scores ``probe_tasks`` test tasks of each earlier
-    domain. The drop of a domain is its reference score (its best score so far, starting from
-    the accuracy right after it was trained) minus the probe score. If the largest drop exceeds
-    ``forgetting_threshold`` the ratio rises by ``adaptation_rate``; once every drop is below half
-    the threshold (recovered) it falls by ``adaptation_rate``; it always stays within
-    ``[min_replay_ratio, max_replay_ratio]``. Every change is logged with its reason and kept in
-    ``ratio_history``.
+    Every ``probe_interval`` steps (default 1, so that in the default job's 3 steps per domain
+    a probe acts on the later steps) the trainer scores ``probe_tasks`` validation tasks of
+    each earlier domain: a fixed, seeded sample of its train tasks, never its test split, so
+    the ratio is not tuned on the data the run is scored on. The drop of a domain is its
+    reference score (its best probe score so far, starting from a probe right after it was
+    trained) minus the probe score. If the largest drop exceeds ``forgetting_threshold`` the
+    ratio rises by ``adaptation_rate``; once every drop is below half the threshold
+    (recovered) it falls by ``adaptation_rate``; it always stays within
+    ``[min_replay_ratio, max_replay_ratio]``. Every change is logged with its reason and kept
+    in ``ratio_history``.
     """
 
     config_fields: ClassVar[dict[str, str]] = {
@@ -40,7 +43,7 @@ class AdaptiveReplayCL(ReplayCL):
         replay_strategy: str = "random",
         min_buffer_size: int = 8,
         replay_all_domains: bool = True,
-        probe_interval: int = 4,
+        probe_interval: int = 1,
         probe_tasks: int = 4,
     ) -> None:
         check_ratio_bounds(
@@ -76,10 +79,9 @@ class AdaptiveReplayCL(ReplayCL):
         self.observe_probe_scores(scores, step=trainer.global_step)
 
     def post_task_hook(self, trainer: Any, domain: str) -> None:
-        """The score right after training a domain becomes its first reference."""
-        score = trainer.latest_scores().get(domain)
-        if score is not None:
-            self.reference_scores[domain] = max(self.reference_scores.get(domain, score), score)
+        """A probe of the domain right after its training becomes its first reference."""
+        score = trainer.probe([domain], self.probe_tasks)[domain]
+        self.reference_scores[domain] = max(self.reference_scores.get(domain, score), score)
 
     def observe_probe_scores(self, scores: dict[str, float], step: int = 0) -> float:
         """Update the ratio from probe ``scores`` of earlier domains; returns the new ratio."""

@@ -1,5 +1,6 @@
-"""Experience replay for GRPO: a fixed share of every step's task groups comes from earlier
-domains. A replayed task gets fresh rollouts like any new one, so GRPO's group structure is
+"""Experience replay for GRPO: a fixed share of the steps' task groups comes from earlier
+domains (in expectation: a step's replayed groups are ``replay_ratio x B`` rounded
+stochastically). A replayed task gets fresh rollouts like any new one, so GRPO's group structure is
 kept. The same share of earlier domains' demonstrations joins each warm start."""
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from tau2.continual_learning.grpo.algorithms.parameters import check
 
 @GRPO_ALGORITHMS.register("replay")
 class ReplayCL(CLAlgorithm):
-    """Experience replay: a fixed share of every batch is tasks from earlier domains.
+    """Experience replay: a fixed share of the task groups are tasks from earlier domains.
 
     Args:
-        replay_ratio: share of each step's task groups that are replayed tasks, in [0, 1).
+        replay_ratio: expected share of each step's task groups that are replayed tasks, in
+            [0, 1) (see :meth:`num_replay_slots`).
         replay_strategy: how records are drawn from the buffer: ``random``, ``high_reward``,
             ``recent`` or ``balanced`` (equal shares across earlier domains).
         min_buffer_size: replay starts once the earlier domains' buffers hold this many records.
@@ -57,12 +59,17 @@ class ReplayCL(CLAlgorithm):
             earlier = earlier[-1:]
         return earlier
 
-    def num_replay_slots(self, batch_size: int) -> int:
+    def num_replay_slots(self, batch_size: int, rng: random.Random) -> int:
         """How many of a step's ``batch_size`` task groups this algorithm asks to replay:
-        ``replay_ratio * batch_size`` rounded half up (so 0.25 of 2 groups is 1, not Python's
-        banker's-rounded 0). The trainer asks once per step and passes the answer back as
-        ``self._trainer.replay_slots``."""
-        return math.floor(self.replay_ratio * batch_size + 0.5)
+        ``replay_ratio * batch_size`` rounded stochastically (the integer part, plus one with
+        the fractional part's probability, drawn from ``rng``), so the long-run share of
+        replayed groups is ``replay_ratio`` (0.25 of 2 groups: one group every other step on
+        average, not one every step). Whole groups are replayed, so GRPO's group structure is
+        kept. The trainer asks once per step, with a generator seeded by the run's seed and
+        the step, and passes the answer back as ``self._trainer.replay_slots``."""
+        expected = self.replay_ratio * batch_size
+        whole = math.floor(expected)
+        return whole + int(rng.random() < expected - whole)
 
     def augment_batch(self, new_tasks: list[Any], current_domain: str) -> list[Any]:
         """The offered new tasks plus ``self._trainer.replay_slots`` replayed ones, once the
