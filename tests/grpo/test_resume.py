@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import ReplayCL
@@ -11,6 +12,9 @@ from tau2.continual_learning.grpo.config import ConfigError
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 RESUME = dict(max_steps_per_domain=3, save_steps=1, seed=3, learning_rate=1e-3)
+MOVING = dict(  # guided groups: every GRPO step of the tiny model has a learning signal
+    guided_groups=True, batch_size_per_gpu=1, max_steps_per_domain=2
+)
 
 
 class Interrupted(Exception):
@@ -28,10 +32,12 @@ class CrashingReplayCL(ReplayCL):
             raise Interrupted
 
 
-def run(tmp_path, tokenizer, algorithm_cls, settings, resume=False):
-    config = GRPOConfig(output_dir=str(tmp_path), **{**settings, **RESUME})
+def run(tmp_path, tokenizer, algorithm_cls, settings, resume=False, crash_at=None, **extra):
+    config = GRPOConfig(output_dir=str(tmp_path), **{**settings, **RESUME, **extra})
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer)
     trainer.cl_algorithm = algorithm_cls(replay_ratio=0.5, min_buffer_size=1)
+    if crash_at is not None:
+        trainer.cl_algorithm.crash_at = crash_at
     if resume:
         trainer.load_checkpoint(tmp_path / "checkpoints")
     return trainer
@@ -52,22 +58,32 @@ def signature(trainer):
     )
 
 
-def test_resume_mid_domain_matches_uninterrupted_run(tmp_path, tokenizer, tiny_run):
-    reference = run(tmp_path / "a", tokenizer, ReplayCL, tiny_run)
-    reference.train()
+def differ(a, b):
+    return any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
-    crashed = run(tmp_path / "b", tokenizer, CrashingReplayCL, tiny_run)
+
+def test_resume_mid_domain_matches_uninterrupted_run(tmp_path, tokenizer, tiny_run):
+    """Weights, optimizer state, buffer, algorithm and RNGs come back: the step after the resume
+    (which moves the weights) is the uninterrupted run's."""
+    reference = run(tmp_path / "a", tokenizer, ReplayCL, tiny_run, **MOVING)
+    reference.train()
+    assert differ(reference.model, build_tiny_model(tokenizer, seed=1))  # training moved them
+
+    crashed = run(tmp_path / "b", tokenizer, CrashingReplayCL, tiny_run, crash_at=4, **MOVING)
     with pytest.raises(Interrupted):
         crashed.train()
     latest = (tmp_path / "b" / "checkpoints" / "latest").read_text()
-    assert latest.startswith("domain-01-telecom/checkpoint-")  # mid-domain checkpoint
+    assert latest == "domain-01-telecom/checkpoint-1"  # mid-domain: step 3 of 4
+    saved = load_file(tmp_path / "b" / "checkpoints" / latest / "model.safetensors")
 
-    resumed = run(tmp_path / "b", tokenizer, ReplayCL, tiny_run, resume=True)
-    assert resumed.domain_index == 1 and resumed.global_step == 4
+    resumed = run(tmp_path / "b", tokenizer, ReplayCL, tiny_run, resume=True, **MOVING)
+    assert resumed.domain_index == 1 and resumed.global_step == 3
     resumed.train()
 
-    assert resumed.global_step == reference.global_step == 6
+    assert resumed.global_step == reference.global_step == 4
     assert signature(resumed) == signature(reference)
+    weights = dict(resumed.model.named_parameters())
+    assert any(not torch.equal(weights[k], v) for k, v in saved.items())  # step 4 moved them
     for (name, a), b in zip(
         reference.model.named_parameters(), resumed.model.parameters(), strict=True
     ):
@@ -123,11 +139,6 @@ def test_a_branch_from_another_algorithms_domain_end_equals_a_full_run(
     )
     configured.train()
     assert signature(configured) == signature(full)
-
-    def differ(a, b):
-        return any(
-            not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True)
-        )
 
     assert differ(full.model, build_tiny_model(tokenizer, seed=1))  # training moved the weights
     assert differ(full.model, trunk.model)  # and domain 2 depends on the algorithm (replayed demos)
