@@ -130,4 +130,3 @@ def _numbers(tree: Any, prefix: str = "") -> list[tuple[str, float]]:
     if isinstance(tree, int | float) and not isinstance(tree, bool):
         return [(prefix, float(tree))]
     return []
-

@@ -41,13 +41,19 @@ def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
     adapters' delta (what ``merge_adapter`` would write), computed one layer at a time without
     touching the model: merging and unmerging in place, as TRL does, would leave rounding
     residue in the base weights after every step.
+
+    A model sharded by FSDP2 (its parameters ``DTensor`` shards, as ``accelerate``'s FSDP2
+    plugin leaves them) yields each weight whole, gathered when the engine asks for it
+    (``DTensor.full_tensor()``, one parameter at a time): the engine loads layer by layer and
+    no second full copy of the model is ever held. Gathering is collective, so every rank must
+    consume the pairs together, in order (each rank's engine syncs at the same points).
     """
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
     if not isinstance(model, PeftModel):
         with torch.no_grad():
-            yield from ((name, t.detach()) for name, t in model.state_dict().items())
+            yield from ((name, whole(t)) for name, t in model.state_dict().items())
         return
     base = model.get_base_model()
     adapted = {
@@ -65,7 +71,16 @@ def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
                 for adapter in module.active_adapters:
                     if adapter in module.lora_A:
                         tensor = tensor + module.get_delta_weight(adapter).to(tensor.dtype)
-            yield key, tensor.detach()
+            yield key, whole(tensor)
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` detached, gathered from its shards when it is a ``DTensor`` (FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(tensor, DTensor):
+        tensor = tensor.full_tensor()
+    return tensor.detach()
 
 
 class MergedModel:
