@@ -107,6 +107,19 @@ def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_si
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_rows_with_distinct_prompts_take_trls_path(tokenizer):
+    model = fused_model(tokenizer, lora=False)
+    input_ids, attention_mask, keep = batch(tokenizer)
+    backbone = shared_prefix.prefix_backbone(model)
+    one_per_prompt = [0, 1]
+    assert (
+        shared_prefix.per_token_logps_and_entropies(
+            model, backbone, input_ids[one_per_prompt], attention_mask[one_per_prompt], keep
+        )
+        is None
+    )
+
+
 def test_no_prefix_cache_under_activation_checkpointing(tokenizer):
     """transformers drops the cache of checkpointed layers: that model takes TRL's path."""
     model = fused_model(tokenizer, lora=False)

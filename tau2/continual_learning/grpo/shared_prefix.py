@@ -12,7 +12,8 @@ their prompt columns (padding included), and
    TRL's fused LM head (its temperature, fp32 cast and kernel) scores the completion positions.
 
 Log-probs, entropies and gradients equal TRL's unshared computation up to float rounding. The
-prompt positions also skip the LM head, which TRL's CPU path scores at every position.
+prompt positions also skip the LM head, which TRL's CPU path scores at every position. A batch
+whose rows all have distinct prompts takes TRL's pass.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def per_token_logps_and_entropies(
 
     ``model`` is the model TRL calls (patched with TRL's fused LM head, possibly wrapped by
     PEFT or DDP); ``batch_size`` chunks the completion passes as TRL chunks its rows. Returns
-    ``None`` when the prompt part is shorter than two columns (nothing to encode ahead)."""
+    ``None`` (TRL's pass then runs) when no two rows share a prompt or the prompt part is
+    shorter than two columns."""
     prompt_width = input_ids.size(1) - logits_to_keep
     if prompt_width < 2:
         return None
@@ -67,6 +69,8 @@ def per_token_logps_and_entropies(
         dim=0,
         return_inverse=True,
     )
+    if len(prompts) == len(rows):
+        return None
     logger.debug("%d rows share %d distinct prompts", len(rows), len(prompts))
     prefix = backbone(
         input_ids=prompts[:, :past],
