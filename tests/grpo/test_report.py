@@ -17,8 +17,12 @@ from tau2.continual_learning.metrics import bootstrap_cl_intervals, compute_cl_m
 def test_a_run_writes_its_report_with_figures_and_intervals(
     tmp_path, tokenizer, tiny_model, tiny_run
 ):
-    config = GRPOConfig(output_dir=str(tmp_path), max_steps_per_domain=1, **tiny_run)
-    metrics = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer).train()
+    config = GRPOConfig(  # guided groups: each group gets a success, so rewards differ
+        output_dir=str(tmp_path),
+        **{**tiny_run, "max_steps_per_domain": 1, "batch_size_per_gpu": 1, "guided_groups": True},
+    )
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    metrics = trainer.train()
     report = (tmp_path / "report.md").read_text()
     for figure in ("accuracy_matrix.png", "scores_over_training.png", "training_signal.png"):
         assert (tmp_path / figure).stat().st_size > 1000
@@ -27,8 +31,10 @@ def test_a_run_writes_its_report_with_figures_and_intervals(
     low, high = metrics["intervals"]["ACC"]
     assert low <= metrics["ACC"] <= high
     assert [s["domain"] for s in metrics["step_stats"]] == ["retail", "telecom"]
-    for stats in metrics["step_stats"]:
-        assert stats["groups"] == 2 and 0.0 <= stats["informative_share"] <= 1.0
+    trl_rows = [r for r in trainer.log_rows if "frac_reward_zero_std" in r]
+    for stats, row in zip(metrics["step_stats"], trl_rows, strict=True):  # TRL saw the same
+        assert stats["groups"] == 1 and stats["reward_mean"] == row["reward"] == 0.5
+        assert stats["informative_share"] == 1 - row["frac_reward_zero_std"] == 1.0
     assert metrics["peak_rss_mb"] > 100
     assert json.loads((tmp_path / "metrics.json").read_text())["intervals"]["ACC"] == [low, high]
 

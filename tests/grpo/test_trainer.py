@@ -9,7 +9,9 @@ import torch
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import AdaptiveReplayCL, CLAlgorithm, ReplayCL
+from tau2.continual_learning.grpo.evaluation import pass_at_one
 from tau2.continual_learning.grpo.trainer import NonFiniteLossError
+from tau2.continual_learning.metrics import compute_cl_metrics
 
 
 @pytest.fixture
@@ -33,8 +35,10 @@ def test_seed_replay_example_runs_and_writes_outputs(tmp_path, small_config, tok
     assert stats["replay_ratio"] == 0.5
     assert set(stats["buffer_sizes"]) == {"retail", "telecom"}
     assert len(metrics["accuracy_matrix"]) == 2 and len(metrics["baseline"]) == 2
-    for key in ("ACC", "BWT", "FWT", "forgetting", "wall_time_s"):
-        assert key in metrics
+    expected = compute_cl_metrics(metrics["accuracy_matrix"], metrics["baseline"])
+    for key in ("ACC", "BWT", "FWT", "forgetting"):  # the CL metrics of the run's own scores
+        assert metrics[key] == expected[key], key
+    assert metrics["wall_time_s"] > 0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["accuracy_matrix"] == metrics["accuracy_matrix"]
     assert (tmp_path / "accuracy_matrix.png").stat().st_size > 0
@@ -103,7 +107,6 @@ def test_gradient_checkpointing_flag_is_honoured(small_config, tokenizer, tiny_m
     trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer, cl_algorithm=Watch())
     trainer.train()
     assert seen == [True]
-    assert GRPOConfig(output_dir=config.output_dir).activation_checkpointing is False
 
 
 def test_scores_carry_95_percent_intervals(small_config, tokenizer, tiny_model):
@@ -116,7 +119,6 @@ def test_scores_carry_95_percent_intervals(small_config, tokenizer, tiny_model):
     (row,) = metrics["score_intervals"]
     (score,) = row
     assert score["n"] == 2 and score["mean"] == metrics["accuracy_matrix"][0][0]
-    assert (
-        0.0 <= score["low"] <= score["mean"] <= score["high"] <= 1.0
-        and score["high"] > score["low"]
-    )
+    wilson = pass_at_one(trainer.last_eval_episodes["telecom"])  # of the episodes scored last
+    assert (score["low"], score["mean"], score["high"]) == (wilson.low, wilson.mean, wilson.high)
+    assert score["high"] > score["low"]  # two episodes leave the score uncertain
