@@ -62,7 +62,10 @@ def test_python_examples_run_as_written(small_grpo_config, capsys):
     assert type(trainer.cl_algorithm).__name__ == "AdaptiveReplayCL"
     assert trainer.accuracy_matrix and len(trainer.accuracy_matrix) == 2
     printed = capsys.readouterr().out
-    assert "Total replay samples:" in printed and "Current ratio: 0.2" in printed
+    assert "Total replay samples:" in printed and "Current ratio: " in printed
+    history = trainer.cl_algorithm.get_statistics()["ratio_history"]  # probes act in the run
+    assert history and history[0]["old"] == 0.2
+    assert f"Current ratio: {history[-1]['new']}" in printed
     for name in ("CustomReplayCL", "SelectiveReplayCL"):
         assert isinstance(namespace[name], type)
 
