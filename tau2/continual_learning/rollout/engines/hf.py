@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tau2.continual_learning.memory import release_memory
 from tau2.continual_learning.model_signature import cache_keyword, supports_prefix_cache
 from tau2.continual_learning.rollout.engines.attention import sampling_attention
 from tau2.continual_learning.rollout.engines.base import (
@@ -149,13 +150,15 @@ class HFPolicy:
                 )
 
     def clear_cache(self) -> None:
-        """Free the prefix cache, the key/value workspace and a LoRA model's merged copy (the
-        runner calls this when a run ends, so none of it holds memory during training steps)."""
+        """Free the prefix cache, the key/value workspace and a LoRA model's merged copy, and
+        hand the freed memory back to the system (:func:`release_memory`): the runner calls this
+        when a run ends, so none of it holds memory during training steps."""
         self.merged.release()
         self._forward = self.model
         if self.cache is not None:
             self.cache.clear()
             self._workspace.clear()
+        release_memory()
 
     def generate(
         self, prompts: list[list[int]], sampling: SamplingParams, seed: int | None = None
