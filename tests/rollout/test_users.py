@@ -115,7 +115,10 @@ def test_the_in_process_user_is_the_base_model_unchanged_while_the_policy_trains
         user_temperature=0.0,
         report_to=[],
     )
-    policy, user = build_policy(config, model, tokenizer), build_user(config, model, tokenizer)
+    policy = build_policy(
+        config, model, tokenizer, context_limit=model.config.max_position_embeddings
+    )
+    user = build_user(config, model, tokenizer)
     assert isinstance(user, HFUser) and user.sampling.temperature == 0.0
     user.sampling = dataclasses.replace(user.sampling, max_new_tokens=16)  # a fast test
     before = _conversation(user)

@@ -16,6 +16,7 @@ docs/configuration.md lists every field from the same table, and explains the ba
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,10 @@ from tau2.continual_learning.sampling_defaults import (
     LOOKUP_TOKENS,
     VLLM_MISSING,
     vllm_available,
+    vllm_refusal,
 )
+
+logger = logging.getLogger(__name__)
 
 USER_MODES = ("auto", "solo", "llm", "hf")
 SAMPLING_BACKENDS = ("hf", "vllm", "auto")
@@ -180,8 +184,8 @@ class GRPOConfig(trl.GRPOConfig):
     )
     # -- sampling engine --------------------------------------------------------------------
     sampling_backend: str = _help(
-        "Engine of rollouts, evaluation and probes (auto: vllm where installed, else hf; "
-        "resolved at construction).",
+        "Engine of rollouts, evaluation and probes (auto: vllm where installed and it serves "
+        "the model, else hf; resolved at construction).",
         "hf",
     )
     rollout_backend: str | None = _help("Deprecated name of sampling_backend.")
@@ -189,6 +193,13 @@ class GRPOConfig(trl.GRPOConfig):
         "hf engine: tokens drafted per row and decode step by prompt lookup.", LOOKUP_TOKENS
     )
     vllm_kv_cache_gb: float = _help("KV cache of the vLLM engine in GB.", DEFAULT_KV_CACHE_GB)
+    vllm_gpu_memory_utilization: float | None = _help(
+        "Share of the GPU's memory the vLLM engine may take (None: what its weights, KV cache "
+        "and a margin need, leaving the rest to training)."
+    )
+    vllm_max_model_len: int | None = _help(
+        "Longest sequence the vLLM engine serves (None: the run's context limit)."
+    )
     # -- user simulator ---------------------------------------------------------------------
     user_mode: str = _help("auto, solo, llm (litellm) or hf.", "auto")
     user_llm: str | None = _help("litellm model string, e.g. hosted_vllm/NAME.")
@@ -289,12 +300,34 @@ class GRPOConfig(trl.GRPOConfig):
         from tau2.continual_learning.rollout.tasks import get_task_source
 
         if self.sampling_backend == "auto":
+            self._sampling_backend_auto = True
             self.sampling_backend = "vllm" if vllm_available() else "hf"
+        if self.sampling_backend == "vllm":
+            model_config = _local_model_config(self.model_name_or_path)
+            if model_config is not None:
+                self.settle_sampling_backend(model_config)
         if self.assistant_prefix is None:
             self.assistant_prefix = CALL_PREFIX
         if self.max_tool_response_chars is None:
             source = get_task_source(self.task_source)
             self.max_tool_response_chars = source.max_tool_response_chars
+
+    def settle_sampling_backend(self, model_config: Any) -> None:
+        """Keep the vLLM engine only for a model it can serve (:func:`vllm_refusal`): asked for
+        by ``auto``, the run samples with ``hf`` instead and says so (a logged warning); asked
+        for by name, it is refused (:class:`ConfigError`) before any work. Called at
+        construction with the model's config where it is on this machine, and by the trainer
+        with the model it trains."""
+        if self.sampling_backend != "vllm":
+            return
+        reason = vllm_refusal(model_config, on_cpu=not torch.cuda.is_available())
+        if reason is None:
+            return
+        if getattr(self, "_sampling_backend_auto", False):
+            logger.warning("sampling_backend='auto' samples with 'hf': %s", reason)
+            self.sampling_backend = "hf"
+            return
+        raise ConfigError("sampling_backend", "vllm", f"'hf' or 'auto' for this model: {reason}")
 
     def _check_combinations(self) -> None:
         """The checks that involve several fields (each field alone has passed :data:`RULES`):
@@ -387,6 +420,24 @@ class GRPOConfig(trl.GRPOConfig):
             _require(holds, name, getattr(self, name), allowed)
 
 
+def _local_model_config(name_or_path: str) -> Any:
+    """The transformers config of a model already on this machine (a folder, or the embedded
+    model once converted); ``None`` otherwise (the trainer checks the model it loads)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from tau2.continual_learning import default_model
+
+    if default_model.is_default_model(name_or_path):
+        folder = default_model.cache_dir() if default_model.is_cached() else None
+    else:
+        folder = Path(name_or_path).expanduser()
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    return AutoConfig.from_pretrained(folder)
+
+
 def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
     if not condition:
         raise ConfigError(name, value, allowed)
@@ -463,6 +514,20 @@ RULES: dict[str, Rule] = {
     ),
     "prompt_lookup_tokens": Rule(int, low=0, note="0: off"),
     "vllm_kv_cache_gb": Rule(float, low=0, open_low=True),
+    "vllm_gpu_memory_utilization": Rule(
+        float,
+        low=0,
+        high=1,
+        open_low=True,
+        none="on a GPU, the engine's weights, KV cache and a margin over the GPU's memory",
+        note="refused when it does not fit beside training; unused on a CPU",
+    ),
+    "vllm_max_model_len": Rule(
+        int,
+        low=64,
+        none="the run's context limit",
+        note="at least the context limit, at most the model's window",
+    ),
     # user simulator
     "user_mode": Rule(str, choices=lambda: USER_MODES),
     "user_llm": Rule(str, none="needed only with user_mode='llm'"),

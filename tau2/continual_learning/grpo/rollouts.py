@@ -13,6 +13,7 @@ from typing import Any
 from tau2.continual_learning.grpo.config import ConfigError, GRPOConfig
 from tau2.continual_learning.grpo.seeds import Seeds
 from tau2.continual_learning.grpo.token_batch import bf16_autocast
+from tau2.continual_learning.grpo.vllm_budget import vllm_budget
 from tau2.continual_learning.model_loading import load_model_and_tokenizer
 from tau2.continual_learning.rollout import (
     DomainTask,
@@ -42,7 +43,7 @@ class Rollouts:
         self._tasks: dict[tuple[str, str], list[DomainTask]] = {}
         self.max_context_tokens = context_limit(config, model, tokenizer, self.tasks)
         """The episodes' context limit (:func:`context_limit`), checked before any work."""
-        self.policy = build_policy(config, model, tokenizer)
+        self.policy = build_policy(config, model, tokenizer, self.max_context_tokens)
         self.user = build_user(config, model, tokenizer)
 
     def tasks(self, domain: str, split: str) -> list[DomainTask]:
@@ -173,14 +174,21 @@ def _prompt_tokens(chat: ChatFormat, system: str, assistant_prefix: str) -> int:
     return len(chat.prompt_ids(system, [], assistant_prefix))
 
 
-def build_policy(config: GRPOConfig, model: Any, tokenizer: Any) -> Policy:
-    """The run's one sampling engine over ``model`` (see ``GRPOConfig.sampling_backend``)."""
+def build_policy(config: GRPOConfig, model: Any, tokenizer: Any, context_limit: int) -> Policy:
+    """The run's one sampling engine over ``model`` (see ``GRPOConfig.sampling_backend``):
+    vLLM only for a model it serves (:meth:`GRPOConfig.settle_sampling_backend`), within the
+    limits :func:`~tau2.continual_learning.grpo.vllm_budget.vllm_budget` resolves, both checked
+    before the engine is built."""
+    config.settle_sampling_backend(model.config)
     if config.sampling_backend == "vllm":
+        budget = vllm_budget(config, model, context_limit, model_window(model))
         return VLLMPolicy.from_model(
             model,
             tokenizer,
             dtype="bfloat16" if config.bf16 else None,
             kv_cache_gb=config.vllm_kv_cache_gb,
+            max_model_len=budget.max_model_len,
+            gpu_memory_utilization=budget.gpu_memory_utilization,
             seed=config.seed,
         )
     return HFPolicy(model, tokenizer, lookup_tokens=config.prompt_lookup_tokens)

@@ -85,6 +85,8 @@ class VLLMPolicy:
         *,
         dtype: str | None = None,
         kv_cache_gb: float = DEFAULT_KV_CACHE_GB,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
         seed: int = 0,
         **llm_kwargs: Any,
     ) -> VLLMPolicy:
@@ -94,8 +96,11 @@ class VLLMPolicy:
         the engine starts with placeholder weights and loads the model's own before its first
         batch, so an in-memory model needs no checkpoint on disk. ``dtype`` defaults to the
         model's; ``kv_cache_gb`` bounds the KV cache (colocated with training, vLLM's default of
-        most free memory would starve it). On the CPU the engine runs eagerly (graph capture
-        costs minutes there and gains little for small batches).
+        most free memory would starve it). ``max_model_len`` (``None``: the model's window) is
+        the longest sequence served; ``gpu_memory_utilization`` (``None``: vLLM's default of
+        0.9, which vLLM refuses to start with when training holds more than a tenth of the GPU)
+        is the engine's share of a GPU, unused on the CPU. On the CPU the engine runs eagerly
+        (graph capture costs minutes there and gains little for small batches).
         """
         import torch.distributed as dist
 
@@ -112,6 +117,10 @@ class VLLMPolicy:
             "seed": seed,
             "enforce_eager": device.type == "cpu",
         }
+        if max_model_len is not None:
+            settings["max_model_len"] = max_model_len
+        if gpu_memory_utilization is not None and device.type != "cpu":
+            settings["gpu_memory_utilization"] = gpu_memory_utilization
         if dist.is_initialized() and dist.get_world_size() > 1:
             # one engine per rank on the ranks' own process group, as TRL's colocate mode
             settings["distributed_executor_backend"] = "external_launcher"
@@ -121,11 +130,14 @@ class VLLMPolicy:
         policy = cls(folder.name, tokenizer, follow=model, **settings)
         policy._folder = folder
         logger.info(
-            "vLLM engine for %s built in %.1f s (%s, KV cache %.2f GB)",
+            "vLLM engine for %s built in %.1f s (%s, KV cache %.2f GB, max_model_len %s, "
+            "GPU share %s)",
             type(base).__name__,
             time.perf_counter() - start,
             settings["dtype"],
             kv_cache_gb,
+            settings.get("max_model_len", "the model's window"),
+            settings.get("gpu_memory_utilization", "-"),
         )
         policy.sync()
         return policy
