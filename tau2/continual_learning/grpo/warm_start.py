@@ -52,6 +52,7 @@ from tau2.continual_learning.cl_algorithm import CLAlgorithm
 from tau2.continual_learning.grpo.checkpointing import rng_state, set_rng_state
 from tau2.continual_learning.grpo.seeds import Seeds, WarmStartDraw
 from tau2.continual_learning.grpo.token_batch import bf16_autocast, right_padded
+from tau2.continual_learning.memory import release_memory
 from tau2.continual_learning.model_signature import forward_parameters
 from tau2.continual_learning.rollout import CALL_PREFIX, Episode, EpisodeRunner
 from tau2.continual_learning.rollout.prompt import pad_token_id
@@ -268,6 +269,7 @@ def supervised_steps(
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
+        release_memory()  # the backward passes' freed activations, before the next phase
     return SupervisedResult(losses, steps, tokens, skipped)
 
 
