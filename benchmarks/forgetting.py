@@ -14,6 +14,13 @@ Two domain sequences, each trained by several algorithms with 3 seeds (a seed se
   fine-tuning forgets more than RL).
 * ``plain``: ``airline -> retail -> telecom``, with ``sequential`` and ``replay``.
 
+Replay's two channels, alone (``--algorithms replay_demos_only replay_groups_only``, either
+sequence; not in the default plan): ``replay_demos_only`` mixes earlier domains' demonstrations
+into each warm start and replays no task groups in GRPO; ``replay_groups_only`` replays task
+groups in GRPO and no demonstrations in the warm start. Each is ``replay`` with one channel
+turned off (:class:`ReplayDemosOnly`, :class:`ReplayGroupsOnly`), so ``replay`` against the two
+says which channel carries its protection.
+
 Every run is one ``GRPOTrainer(GRPOConfig(...)).train()`` in its own folder
 ``<output_dir>/<sequence>/<algorithm>/seed-<seed>`` (its ``metrics.json`` and ``report.md``;
 the checkpoints are deleted once no run needs them unless ``--keep_checkpoints``). Settings
@@ -78,6 +85,7 @@ import gc
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import statistics
@@ -96,29 +104,62 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
+from tau2.continual_learning.grpo.algorithms import ReplayCL
 from tau2.continual_learning.grpo.checkpointing import END_PREFIX, STATE_FILE
 from tau2.continual_learning.report import peak_rss_mb as process_peak_rss_mb
 from tau2.continual_learning.report import plot_forgetting_benchmark
 
 logger = logging.getLogger("benchmarks.forgetting")
 
+
+class ReplayDemosOnly(ReplayCL):
+    """Replay's warm-start channel alone: earlier domains' demonstrations join each warm start
+    (as ``replay``'s do); no task group is replayed in GRPO."""
+
+    name = "replay_demos_only"
+
+    def num_replay_slots(self, batch_size: int, rng: random.Random) -> int:
+        return 0
+
+
+class ReplayGroupsOnly(ReplayCL):
+    """Replay's GRPO channel alone: earlier domains' task groups in the steps (as ``replay``'s
+    are); no demonstration is replayed in the warm start."""
+
+    name = "replay_groups_only"
+
+    def warm_start_replay(self, domain: str, num_demos: int, rng: random.Random) -> dict[str, int]:
+        return {}
+
+
 ALGORITHMS: dict[str, dict[str, Any]] = {
     "sequential": {"cl_algorithm": "sequential"},
     "replay": {"cl_algorithm": "replay"},
     "adaptive_replay": {"cl_algorithm": "adaptive_replay"},
     "warm_start_only": {"cl_algorithm": "sequential", "max_steps_per_domain": 0},
+    "replay_demos_only": {"cl_algorithm": "replay"},
+    "replay_groups_only": {"cl_algorithm": "replay"},
 }
 """Benchmark algorithm -> the GRPOConfig fields that make it."""
-SEQUENCE_ALGORITHMS: dict[str, tuple[str, ...]] = {
-    "interference": ("sequential", "replay", "adaptive_replay", "warm_start_only"),
-    "plain": ("sequential", "replay"),
+CHANNELS: dict[str, type[ReplayCL]] = {
+    "replay_demos_only": ReplayDemosOnly,
+    "replay_groups_only": ReplayGroupsOnly,
 }
+"""Benchmark algorithm -> the replay variant that replaces the config's ``replay`` (built from
+the same config fields: ``replay_ratio`` and the rest)."""
+SEQUENCE_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "interference": ("sequential", "replay", "adaptive_replay", "warm_start_only", *CHANNELS),
+    "plain": ("sequential", "replay", *CHANNELS),
+}
+"""Sequence -> the algorithms it may run."""
+DEFAULT_ALGORITHMS = ("sequential", "replay", "adaptive_replay", "warm_start_only")
+"""What runs without ``--algorithms`` (of each sequence's list)."""
 SEQUENCE_SETTINGS: dict[str, dict[str, Any]] = {
     "interference": {"tool_arguments_in_prompt": False},
     "plain": {},
 }
 """Sequence -> the GRPOConfig fields that make it (under ``--set``, over the defaults)."""
-SHARED_FIRST_DOMAIN = ("sequential", "replay", "adaptive_replay")
+SHARED_FIRST_DOMAIN = ("sequential", "replay", "adaptive_replay", *CHANNELS)
 """Algorithms whose first domain trains identically: one run of a seed trains it, the others
 branch from its checkpoint after it."""
 FIRST_DOMAIN_END = f"{END_PREFIX}01"
@@ -183,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--algorithms",
         nargs="+",
         choices=list(ALGORITHMS),
-        help="default: all (each sequence runs those of its list above)",
+        help=f"default: {' '.join(DEFAULT_ALGORITHMS)} (each sequence runs those of its list "
+        "above)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument(
@@ -231,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 def planned_runs(args: argparse.Namespace) -> list[Run]:
     """Seed-major order, so an interrupted benchmark has every algorithm for its first seeds."""
     sequences = args.sequences or (["interference"] if args.quick else list(SEQUENCE_ALGORITHMS))
-    algorithms = args.algorithms or (["sequential", "replay"] if args.quick else list(ALGORITHMS))
+    algorithms = args.algorithms or (["sequential", "replay"] if args.quick else DEFAULT_ALGORITHMS)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     domains = {"interference": tuple(args.interference_domains), "plain": PLAIN_DOMAINS}
     return [
@@ -304,6 +346,8 @@ def run_once(
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs: stdout is ours
         trainer = GRPOTrainer(config)
+        if run.algorithm in CHANNELS:
+            trainer.cl_algorithm = CHANNELS[run.algorithm].from_config(config)
         key = (run.seed, run.domains)
         if branch is not None:
             trainer.load_checkpoint(branch[1], branch=True)

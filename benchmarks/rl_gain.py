@@ -250,6 +250,24 @@ def train(
     return trainer, metrics, round(time.perf_counter() - began, 1)
 
 
+def warm_start(config: GRPOConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A seed's warm start (``config``: one domain, ``max_steps_per_domain=0``): the trained
+    weights (:func:`adapter_state`) and its ``"warm_start": true`` line."""
+    trainer, metrics, wall_s = train(config)
+    weights = adapter_state(trainer.model)
+    del trainer  # the model goes before the next run loads its own
+    gc.collect()
+    line = {
+        "warm_start": True,
+        "seed": config.seed,
+        "domain": config.domains[0],
+        "untrained": metrics["baseline"][0],
+        "warm_started": metrics["accuracy_matrix"][0][0],
+        "wall_s": wall_s,
+    }
+    return weights, line
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; returns every line it printed."""
     parser = build_parser()
@@ -315,35 +333,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for seed, domain, variant in bar:
             if domain is None:  # the seed's airline warm start
                 bar.set_postfix_str(f"seed-{seed}/warm_start")
-                trainer, metrics, wall_s = train(warm_config(seed))
-                weights = adapter_state(trainer.model)
-                emit(
-                    {
-                        "warm_start": True,
-                        "seed": seed,
-                        "domain": WARM_START_DOMAIN,
-                        "untrained": metrics["baseline"][0],
-                        "warm_started": metrics["accuracy_matrix"][0][0],
-                        "wall_s": wall_s,
-                    }
-                )
-            else:
-                bar.set_postfix_str(f"seed-{seed}/{domain}/{variant}")
-                cfg = run_config(seed, domain, variant)
-                curve = LearningCurve(every, steps)
-                trainer, metrics, wall_s = train(cfg, weights, curve)
-                overrides = {**common, **VARIANTS[variant]}
-                line = run_line(
-                    domain, seed, variant, overrides, metrics, curve,
-                    cfg.num_samples_per_prompt, wall_s,
-                )  # fmt: skip
-                results.setdefault((domain, variant), []).append(line)
+                weights, line = warm_start(warm_config(seed))
                 emit(line)
-                logger.info(
-                    "seed %d %s %s: %.3f -> %.3f (%+.3f), %.0f s",
-                    seed, domain, variant, line["start_score"], line["end_score"],
-                    line["gain"], wall_s,
-                )  # fmt: skip
+                continue
+            bar.set_postfix_str(f"seed-{seed}/{domain}/{variant}")
+            cfg = run_config(seed, domain, variant)
+            curve = LearningCurve(every, steps)
+            trainer, metrics, wall_s = train(cfg, weights, curve)
+            overrides = {**common, **VARIANTS[variant]}
+            line = run_line(
+                domain, seed, variant, overrides, metrics, curve,
+                cfg.num_samples_per_prompt, wall_s,
+            )  # fmt: skip
+            results.setdefault((domain, variant), []).append(line)
+            emit(line)
+            logger.info(
+                "seed %d %s %s: %.3f -> %.3f (%+.3f), %.0f s",
+                seed, domain, variant, line["start_score"], line["end_score"],
+                line["gain"], wall_s,
+            )  # fmt: skip
             del trainer  # the model and optimizer go before the next run loads its own
             gc.collect()
     for (domain, variant), lines in results.items():

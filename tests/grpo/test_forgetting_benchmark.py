@@ -283,3 +283,41 @@ def test_bad_arguments_are_rejected_before_any_run(bench, tmp_path, capsys, argv
     if argv[0] == "--algorithms":
         assert all(name in err for name in bench.ALGORITHMS)
     assert not list(tmp_path.iterdir())
+
+
+def test_replay_channels_each_turn_one_off(bench, tmp_path, tokenizer, tiny_model, tiny_run):
+    import random
+
+    from tau2.continual_learning import GRPOConfig, GRPOTrainer
+    from tau2.continual_learning.grpo.batch import replay_slots
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        **{**tiny_run, "cl_algorithm": "replay", "warm_start_demos_per_domain": 2},
+    )
+    trainer = GRPOTrainer(config, model=tiny_model, tokenizer=tokenizer)
+    train = lambda d: trainer.tasks(d, "train")  # noqa: E731
+
+    def channels(algorithm):
+        trainer.cl_algorithm = algorithm
+        demos = trainer.warm_start.replayed("telecom", 2, algorithm, train)
+        slots = [replay_slots(algorithm, 4, random.Random(step)) for step in range(8)]
+        return [e.task.domain for e in demos], slots
+
+    replay_demos, replay_slots_ = channels(trainer.cl_algorithm)
+    assert replay_demos == ["retail", "retail"] and sum(replay_slots_) > 0  # replay: both
+    assert channels(bench.ReplayDemosOnly.from_config(config)) == (replay_demos, [0] * 8)
+    assert channels(bench.ReplayGroupsOnly.from_config(config)) == ([], replay_slots_)
+    # not in the default plan; asked for, they continue sequential's first domain
+    assert not {"replay_demos_only", "replay_groups_only"} & {
+        r.algorithm for r in bench.planned_runs(bench.build_parser().parse_args([]))
+    }
+    args = bench.build_parser().parse_args(
+        ["--sequences", "interference", "--algorithms", "sequential", *bench.CHANNELS]
+    )
+    runs = bench.planned_runs(args)
+    assert {
+        r.algorithm: t.algorithm
+        for r, t in ((r, bench.branch_trunks(runs).get(r.key)) for r in runs)
+        if t
+    } == {name: "sequential" for name in bench.CHANNELS}

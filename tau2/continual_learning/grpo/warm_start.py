@@ -227,11 +227,15 @@ def supervised_steps(
     max_grad_norm: float = 1.0,
     weight_decay: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> SupervisedResult:
     """``epochs`` passes over ``episodes`` in seeded random order, ``batch_size`` episodes per
-    AdamW step (fresh optimizer, constant ``learning_rate``) on the model-written tokens only."""
+    AdamW step (constant ``learning_rate``) on the model-written tokens only. ``optimizer``
+    continues one across calls (supervised training driven in chunks); ``None``: a fresh AdamW
+    over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.train()
