@@ -13,7 +13,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tau2.continual_learning import load_tokenizer
 from tau2.continual_learning.model_loading import wrap_lora
 from tau2.continual_learning.rollout.engines.weights import inference_weights
 from tau2.continual_learning.tiny_model import build_tiny_model
@@ -21,10 +20,10 @@ from tau2.continual_learning.tiny_model import build_tiny_model
 WORLD = 2
 
 
-def tiny(lora: bool) -> torch.nn.Module:
+def tiny(tokenizer, lora: bool) -> torch.nn.Module:
     """The same model on every rank (FSDP2 takes each rank's chunk of its own copy); with LoRA,
     adapters drawn from one seed that change the weights (PEFT starts B at 0)."""
-    model = build_tiny_model(load_tokenizer(), seed=0)
+    model = build_tiny_model(tokenizer, seed=0)
     if lora:
         model = wrap_lora(model, r=4, alpha=8, dropout=0.0, target_modules=None)
         generator = torch.Generator().manual_seed(1)
@@ -47,12 +46,12 @@ def shard(model: torch.nn.Module) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def rank_main(rank: int, init_file: str) -> None:
+def rank_main(rank: int, init_file: str, tokenizer) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     dist.init_process_group("gloo", f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         for lora in (False, True):
-            check_gathered(tiny(lora), atol=1e-6 if lora else 0.0)
+            check_gathered(tiny(tokenizer, lora), atol=1e-6 if lora else 0.0)
     finally:
         dist.destroy_process_group()
 
@@ -74,5 +73,8 @@ def check_gathered(model: torch.nn.Module, atol: float) -> None:
     assert names == list(expected)
 
 
-def test_sharded_weights_are_gathered_whole_and_equal(tmp_path):
-    mp.spawn(rank_main, args=(str(tmp_path / "init"),), nprocs=WORLD, join=True)
+def test_sharded_weights_are_gathered_whole_and_equal(tmp_path, tokenizer):
+    # forked ranks start with this process's imports and tokenizer (spawned ones import anew)
+    mp.start_processes(
+        rank_main, (str(tmp_path / "init"), tokenizer), nprocs=WORLD, start_method="fork"
+    )
