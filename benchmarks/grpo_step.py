@@ -34,6 +34,8 @@ One JSON line per configuration (timed steps only, seconds per step):
   best of three: ``matmul_fp32_gflops``, and under bf16 autocast ``matmul_bf16_gflops`` where
   ``bf16_supported()``), and ``fwd_bwd_share_of_peak``: the forward/backward's rate over it.
 
+``peak_rss_mb``: the process's highest resident memory during the configuration's steps.
+
 A last line ``{"speedup": ...}``: ``all`` over ``baseline`` in episodes per minute.
 
     python benchmarks/grpo_step.py                        # embedded model, default config
@@ -69,6 +71,7 @@ from tau2.continual_learning.grpo import trainer as trainer_module
 from tau2.continual_learning.grpo.checkpointing import ResumePoint
 from tau2.continual_learning.grpo.config import bf16_supported
 from tau2.continual_learning.grpo.trl_trainer import DomainGRPOTrainer
+from tau2.continual_learning.memory import peak_resident_mb, release_memory, reset_peak
 from tau2.continual_learning.model_loading import load_tokenizer
 from tau2.continual_learning.rollout import scoring
 from tau2.continual_learning.tiny_model import build_tiny_model
@@ -378,8 +381,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 peaks = {"fp32": matmul_gflops(False)}
                 if bf16_supported():
                     peaks["bf16"] = matmul_gflops(True)
+                release_memory()
+                reset_peak()
                 run_config(trainer, weights, name, steps, timers)
                 line = result_line(name, timers, peaks, bool(config.bf16), warm_start_s)
+                line["peak_rss_mb"] = round(peak_resident_mb(), 1)
                 print(json.dumps(line), flush=True)
                 printed.append(line)
     rates = {line["config"]: line["episodes_per_min"] for line in printed}

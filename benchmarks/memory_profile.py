@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -37,22 +36,15 @@ from _cli import add_override_argument
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
-from tau2.continual_learning.memory import release_memory
+from tau2.continual_learning.memory import (
+    peak_resident_mb,
+    release_memory,
+    reset_peak,
+    resident_mb,
+)
 
 SHORT: dict[str, Any] = {"eval_tasks_per_domain": 8, "max_steps_per_domain": 1}
 """The overrides that make the run short (the rest is the default config)."""
-
-
-def _status(field: str) -> float:
-    """A ``/proc/self/status`` field in MB."""
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"{field}:\s+(\d+)", fh.read()).group(1)) / 1024
-
-
-def _reset_peak() -> None:
-    """Reset the kernel's resident high-water mark (VmHWM) to the current RSS."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
 
 
 class Profile:
@@ -64,11 +56,11 @@ class Profile:
         self.lines: list[dict[str, Any]] = []
 
     def _boundary(self) -> float:
-        peak = _status("VmHWM")
+        peak = peak_resident_mb()
         for phase in self.open:
             phase["peak_mb"] = max(phase["peak_mb"], peak)
-        _reset_peak()
-        return _status("VmRSS")
+        reset_peak()
+        return resident_mb()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -45,6 +45,7 @@ def test_quick_profiles_each_configuration(bench, capsys, monkeypatch):
         assert all(line[key] >= 0 for key in bench.PHASES)
         assert line["fwd_bwd_s"] > 0 and line["logprob_s"] > 0
         assert line["fwd_bwd_gflops"] > 0 and line["matmul_peak_gflops"] > 0
+        assert line["peak_rss_mb"] > 100
         assert line["rollout_s"] + line["fwd_bwd_s"] <= line["step_s"] * 1.05
     speedup = lines[1]["episodes_per_min"] / lines[0]["episodes_per_min"]
     assert lines[2]["speedup"] == pytest.approx(speedup, abs=1e-3)
