@@ -4,8 +4,6 @@ the algorithm's decision."""
 
 from __future__ import annotations
 
-import json
-
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import SequentialCL
 from tau2.continual_learning.grpo.evaluation import Score
@@ -36,33 +34,6 @@ def test_the_record_attributes_each_domain_to_its_phases():
     older = {k: v for k, v in record.state_dict().items() if k != "phase_scores"}
     restored.load_state_dict(older)  # a checkpoint written before phase scores existed
     assert restored.phase_scores == {} and restored.accuracy_matrix == record.accuracy_matrix
-
-
-def test_a_warm_started_domain_is_scored_once_more_after_its_warm_start(
-    tmp_path, tokenizer, tiny_model, tiny_run
-):
-    settings = {**tiny_run, "max_steps_per_domain": 0, "warm_start_demos_per_domain": 1}
-    trainer = GRPOTrainer(
-        GRPOConfig(output_dir=str(tmp_path), **settings), model=tiny_model, tokenizer=tokenizer
-    )
-    scored = []
-    evaluate = trainer.evaluator.domain
-
-    def recorded(domain, limit=None):
-        scored.append(domain)
-        return evaluate(domain, limit)
-
-    trainer.evaluator.domain = recorded
-    metrics = trainer.train()
-    every = ["retail", "telecom"]  # the baseline, and each accuracy-matrix row
-    assert scored == [*every, "retail", *every, "telecom", *every]  # + after each warm start
-    matrix, phases = metrics["accuracy_matrix"], metrics["phase_scores"]
-    assert phases["retail"]["before"] == metrics["baseline"][0]
-    assert phases["telecom"]["before"] == matrix[0][1]
-    for i, domain in enumerate(("retail", "telecom")):
-        # warm start only: the same weights scored twice, greedily
-        assert phases[domain]["after_warm_start"] == phases[domain]["after_grpo"] == matrix[i][i]
-    assert json.loads((tmp_path / "metrics.json").read_text())["phase_scores"] == phases
 
 
 def test_the_extra_scoring_can_be_turned_off(tmp_path, tokenizer, tiny_model, tiny_run):

@@ -29,9 +29,8 @@ def make_trainer(tmp_path, tokenizer, tiny_model, settings):
 # -- 1. per-domain warm start --------------------------------------------------------------------
 def test_only_the_chosen_domains_are_warm_started(tmp_path, tokenizer, tiny_model, tiny_run):
     settings = {**tiny_run, "max_steps_per_domain": 0, "warm_start_demos_per_domain": 1}
-    trainer = make_trainer(
-        tmp_path, tokenizer, tiny_model, {**settings, "warm_start_domains": ["retail"]}
-    )
+    settings.update(warm_start_domains=["retail"], warm_start_guard_tasks=0)
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, settings)
     scored = []
     evaluate = trainer.evaluator.domain
 
@@ -45,8 +44,13 @@ def test_only_the_chosen_domains_are_warm_started(tmp_path, tokenizer, tiny_mode
     assert scored == [*every, "retail", *every, *every]  # no scoring after a telecom warm start
     assert metrics["warm_start"]["retail"]["steps"] >= 1
     assert metrics["warm_start"]["telecom"] == {"skipped": "not in warm_start_domains"}
-    assert "after_warm_start" in metrics["phase_scores"]["retail"]
-    assert set(metrics["phase_scores"]["telecom"]) == {"before", "after_grpo"}
+    matrix, phases = metrics["accuracy_matrix"], metrics["phase_scores"]
+    assert phases["retail"]["before"] == metrics["baseline"][0]
+    assert phases["telecom"]["before"] == matrix[0][1]
+    # warm start only: the same weights scored twice, greedily
+    assert phases["retail"]["after_warm_start"] == phases["retail"]["after_grpo"] == matrix[0][0]
+    assert set(phases["telecom"]) == {"before", "after_grpo"}
+    assert json.loads((tmp_path / "metrics.json").read_text())["phase_scores"] == phases
     assert [r["domain"] for r in trainer.log_rows if r.get("phase") == "warm_start"] == ["retail"]
     report = (tmp_path / "report.md").read_text()
     assert "**telecom**" in report and "no warm start; GRPO alone added" in report
@@ -189,13 +193,14 @@ def test_the_curriculum_chooses_the_steps_tasks_and_is_kept_in_checkpoints(
 def test_adaptive_replay_probes_validation_tasks_never_test_tasks(
     tmp_path, tokenizer, tiny_model, tiny_run
 ):
-    """The default steps per domain and probe interval: the ratio moves within the second
-    domain, on probes of train tasks only."""
+    """The default probe interval: the ratio moves within the second domain, on probes of
+    train tasks only."""
+    settings = {**tiny_run, "cl_algorithm": "adaptive_replay", "max_steps_per_domain": 2}
     trainer = make_trainer(
-        tmp_path, tokenizer, tiny_model, {**tiny_run, "cl_algorithm": "adaptive_replay"}
+        tmp_path, tokenizer, tiny_model, {**settings, "probe_tasks_per_domain": 2}
     )
     config = trainer.config
-    assert config.max_steps_per_domain == 3 and config.probe_interval == 1  # the defaults
+    assert config.probe_interval == 1  # the default
     probed = []
     score = trainer.evaluator.tasks
 
