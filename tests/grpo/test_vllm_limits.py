@@ -56,7 +56,7 @@ def test_vllm_is_refused_before_any_work_for_a_head_size_it_cannot_serve(
 def test_auto_samples_with_hf_for_a_model_vllm_cannot_serve_and_says_so(
     tmp_path, tokenizer, tiny_run, head16_dir, caplog
 ):
-    with caplog.at_level(logging.WARNING, "tau2.continual_learning.grpo.config"):
+    with caplog.at_level(logging.WARNING, "tau2.continual_learning.grpo.sampling_backend"):
         config = GRPOConfig(
             output_dir=str(tmp_path), model_name_or_path=str(head16_dir),
             sampling_backend="auto", **tiny_run,
@@ -67,7 +67,7 @@ def test_auto_samples_with_hf_for_a_model_vllm_cannot_serve_and_says_so(
     config = GRPOConfig(output_dir=str(tmp_path), sampling_backend="auto", **tiny_run)
     assert config.sampling_backend == "vllm"
     caplog.clear()
-    with caplog.at_level(logging.WARNING, "tau2.continual_learning.grpo.config"):
+    with caplog.at_level(logging.WARNING, "tau2.continual_learning.grpo.sampling_backend"):
         model = build_tiny_model(tokenizer, hidden_size=64, num_heads=4)
         trainer = GRPOTrainer(config, model=model, tokenizer=tokenizer)
     assert isinstance(trainer.rollouts.policy, HFPolicy) and config.sampling_backend == "hf"

@@ -1,23 +1,17 @@
-"""``GRPOConfig``: TRL's GRPO configuration plus the continual-learning sequence.
+"""``GRPOConfig``: TRL's GRPO configuration (unchanged, ``report_to`` and ``epsilon_high``
+included) plus the continual run: domains, task source, CL algorithm and replay, warm start,
+rollouts, sampling engine, user simulator and LoRA.
 
-Everything TRL's ``GRPOConfig`` offers (learning rate, loss type, KL ``beta``, ``epsilon_high``,
-logging, ``report_to`` ...) is available unchanged; on top of it come the domain sequence, the
-task source, the CL algorithm and replay, the warm start, the rollout limits, the user simulator
-and LoRA. The configuration is data: each field's valid values are one
-:class:`~tau2.continual_learning.rules.Rule` in :data:`RULES`, and only checks that involve
-several fields are code (:meth:`GRPOConfig._check_combinations`). A bad value fails at
-construction with a :class:`ConfigError` naming the field, the value and what is allowed.
-docs/configuration.md lists every field from the same table, and explains the batch shape: TRL's
-``num_generations``, ``per_device_train_batch_size``, ``steps_per_generation`` and
-``generation_batch_size`` are derived from ``batch_size_per_gpu``, ``num_samples_per_prompt``,
-``gradient_accumulation_steps`` and ``micro_batch_size``.
+The configuration is data: each field's valid values are one :class:`~tau2.continual_learning.
+rules.Rule` in :data:`RULES`; only checks of several fields are code (``_check_combinations``).
+A bad value fails at construction with a :class:`ConfigError` naming field, value and what is
+allowed. docs/configuration.md lists the fields from the same table and explains the batch shape
+(TRL's batch fields are derived from ours).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +20,12 @@ import trl
 
 from tau2.continual_learning.cl_algorithm import GRPO_ALGORITHMS
 from tau2.continual_learning.default_model import DEFAULT_MODEL_NAME
+from tau2.continual_learning.grpo import sampling_backend
 from tau2.continual_learning.grpo.algorithms import parameters
+from tau2.continual_learning.grpo.config_error import ConfigError, require
+from tau2.continual_learning.grpo.deprecated_names import take_deprecated_names
+from tau2.continual_learning.grpo.sampling_backend import SAMPLING_BACKENDS
+from tau2.continual_learning.grpo.token_batch import bf16_supported
 from tau2.continual_learning.insertion_policies import POLICIES
 from tau2.continual_learning.rules import InvalidValue, Rule, check
 from tau2.continual_learning.sampling_defaults import (
@@ -34,28 +33,10 @@ from tau2.continual_learning.sampling_defaults import (
     LOOKUP_TOKENS,
     VLLM_MISSING,
     vllm_available,
-    vllm_refusal,
 )
 
-logger = logging.getLogger(__name__)
-
 USER_MODES = ("auto", "solo", "llm", "hf")
-SAMPLING_BACKENDS = ("hf", "vllm", "auto")
 CURRICULA = ("none", "pass_rate")
-
-
-class ConfigError(InvalidValue):
-    """An invalid configuration value or combination."""
-
-    owner = "GRPOConfig."
-
-
-def bf16_supported() -> bool:
-    """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
-    (AVX512-BF16/AMX)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _domains() -> list[str]:
@@ -71,7 +52,8 @@ def _task_sources() -> tuple[str, ...]:
 
 
 def _help(text: str, default: Any = None) -> Any:
-    """A dataclass field with ``--help`` text (HfArgumentParser reads ``metadata["help"]``)."""
+    """A dataclass field with ``--help`` text (HfArgumentParser reads ``metadata["help"]``);
+    what ``None`` stands for is said by the field's rule (:data:`RULES`)."""
     return field(default=default, metadata={"help": text})
 
 
@@ -83,10 +65,8 @@ class GRPOConfig(trl.GRPOConfig):
     # -- TRL fields with defaults suited to small-model agent RL -------------------------------
     learning_rate: float = _help("AdamW learning rate of the GRPO steps (suits LoRA).", 1e-4)
     logging_steps: float = _help("Log every N steps.", 1)
-    bf16: bool | None = _help("bfloat16 autocast (None: where the GPU or CPU supports bf16).")
-    activation_checkpointing: bool | None = _help(
-        "Trade compute for memory in the backward pass (None: gradient_checkpointing's value)."
-    )
+    bf16: bool | None = _help("bfloat16 autocast.")
+    activation_checkpointing: bool | None = _help("Trade compute for memory in backward passes.")
     gradient_checkpointing: bool | None = _help("Alias of activation_checkpointing.")
     gradient_accumulation_steps: int = _help("batch_size_per_gpu batches per optimizer step.", 1)
     # -- what to train ----------------------------------------------------------------------
@@ -102,12 +82,10 @@ class GRPOConfig(trl.GRPOConfig):
     tool_arguments_in_prompt: bool = _help(
         "Skill prompts list each tool's arguments (false: names and descriptions only).", True
     )
-    max_steps_per_domain: int = _help("GRPO steps per domain (0: the warm start only).", 3)
-    eval_tasks_per_domain: int | None = _help("Test tasks scored per domain (None: all).")
+    max_steps_per_domain: int = _help("GRPO steps per domain.", 3)
+    eval_tasks_per_domain: int | None = _help("Test tasks scored per domain.")
     eval_temperature: float = _help("Sampling temperature of evaluation (0: greedy).", 0.0)
-    exclude_trivial_tasks: bool = _help(
-        "Drop training tasks that score 1.0 with an empty trajectory.", True
-    )
+    exclude_trivial_tasks: bool = _help("Drop train tasks an empty trajectory solves.", True)
     # -- continual learning -----------------------------------------------------------------
     cl_algorithm: str = _help("Registered GRPO CL algorithm (sequential, replay, ...).", "replay")
     replay_ratio: float = _help("Share of each step's task groups that are replayed.", 0.25)
@@ -130,62 +108,48 @@ class GRPOConfig(trl.GRPOConfig):
         "Fresh optimizer at each domain start (false: AdamW's moments carry over).", True
     )
     branch_from_checkpoint: str | None = _help(
-        "A domain-end checkpoint (checkpoints/end-of-domain-NN) to continue under this run's "
-        "cl_algorithm, whichever algorithm wrote it."
+        "A domain-end checkpoint to continue under this run's cl_algorithm."
     )
     max_consecutive_nonfinite_losses: int = _help("Stop after this many NaN/inf losses.", 3)
     # -- supervised warm start (grpo/warm_start.py) -----------------------------------------
-    warm_start_demos_per_domain: int = _help(
-        "Gold demonstrations trained on before each domain's GRPO steps (0: no warm start).", 16
-    )
+    warm_start_demos_per_domain: int = _help("Gold demonstrations trained on per domain.", 16)
     warm_start_domains: list[str] | None = field(
-        default=None, metadata={"help": "Domains that get the warm start (None: every domain)."}
+        default=None, metadata={"help": "Domains that get the warm start."}
     )
     warm_start_epochs: int = _help("Warm start: passes over the demonstrations.", 1)
     warm_start_learning_rate: float = _help("Warm start: constant AdamW learning rate.", 1e-3)
     warm_start_batch_size: int = _help("Warm start: demonstrations per optimizer step.", 1)
-    warm_start_guard_tasks: int = _help(
-        "Warm-start guard: demonstration tasks scored before and after (0: no guard).", 8
-    )
+    warm_start_guard_tasks: int = _help("Warm-start guard: tasks scored before and after.", 8)
     warm_start_guard_retries: int = _help("Warm-start guard: retries at half the rate.", 1)
-    score_after_warm_start: bool = _help(
-        "Score the warm-started domain once more, after its warm start.", True
-    )
+    score_after_warm_start: bool = _help("Score the domain again after its warm start.", True)
     # -- learning signal ----------------------------------------------------------------------
     partial_credit_weight: float = _help(
         "Training reward = tau2 reward + weight x partial credit (evaluation stays binary).", 0.0
     )
     curriculum: str = _help("pass_rate: prefer tasks the policy sometimes solves.", "none")
     dynamic_sampling_max_extra_groups: int = _help(
-        "Zero-variance groups replaced by fresh ones, at most this many per step (0: off).", 0
+        "Zero-variance groups replaced by fresh ones, at most this many per step.", 0
     )
-    guided_groups: bool = _help(
-        "In an all-fail group the last member is replaced by a known success.", False
-    )
+    guided_groups: bool = _help("An all-fail group's last member becomes a known success.", False)
     # -- batch shape ------------------------------------------------------------------------
     batch_size_per_gpu: int = _help("Task groups per process per step.", 2)
     num_samples_per_prompt: int = _help("GRPO group size: episodes per task.", 4)
     micro_batch_size: int | None = _help(
         "Sequences per forward/backward pass (smaller: less memory, same update).", 1
     )
-    shared_prefix: bool = _help(
-        "Training passes encode each distinct prompt of a micro-batch once (same result).", True
-    )
+    shared_prefix: bool = _help("Encode each distinct prompt of a micro-batch once.", True)
     # -- rollouts ---------------------------------------------------------------------------
     max_turns: int = _help("Agent turns per episode.", 3)
     max_new_tokens_per_turn: int = _help("Tokens per agent turn.", 64)
     max_context_tokens: int | None = _help("Episode context limit in tokens.")
     max_tool_response_chars: int | None = _help(
-        "Tool responses shown to the model cut to this many characters (head and tail; None is "
-        "resolved at construction)."
+        "Tool responses shown to the model cut to this many characters (head and tail)."
     )
-    assistant_prefix: str | None = _help(
-        "Prompt-side start of every agent turn (None is resolved at construction)."
-    )
+    assistant_prefix: str | None = _help("Prompt-side start of every agent turn.")
     # -- sampling engine --------------------------------------------------------------------
     sampling_backend: str = _help(
         "Engine of rollouts, evaluation and probes (auto: vllm where installed and it serves "
-        "the model, else hf; resolved at construction).",
+        "the model, else hf).",
         "hf",
     )
     rollout_backend: str | None = _help("Deprecated name of sampling_backend.")
@@ -193,13 +157,8 @@ class GRPOConfig(trl.GRPOConfig):
         "hf engine: tokens drafted per row and decode step by prompt lookup.", LOOKUP_TOKENS
     )
     vllm_kv_cache_gb: float = _help("KV cache of the vLLM engine in GB.", DEFAULT_KV_CACHE_GB)
-    vllm_gpu_memory_utilization: float | None = _help(
-        "Share of the GPU's memory the vLLM engine may take (None: what its weights, KV cache "
-        "and a margin need, leaving the rest to training)."
-    )
-    vllm_max_model_len: int | None = _help(
-        "Longest sequence the vLLM engine serves (None: the run's context limit)."
-    )
+    vllm_gpu_memory_utilization: float | None = _help("GPU memory share of the vLLM engine.")
+    vllm_max_model_len: int | None = _help("Longest sequence the vLLM engine serves.")
     # -- user simulator ---------------------------------------------------------------------
     user_mode: str = _help("auto, solo, llm (litellm) or hf.", "auto")
     user_llm: str | None = _help("litellm model string, e.g. hosted_vllm/NAME.")
@@ -212,7 +171,7 @@ class GRPOConfig(trl.GRPOConfig):
     lora_alpha: int = _help("LoRA alpha.", 32)
     lora_dropout: float = _help("LoRA dropout.", 0.05)
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules to adapt (None: all linear layers)."}
+        default=None, metadata={"help": "Modules to adapt."}
     )
 
     def __post_init__(self) -> None:
@@ -233,7 +192,7 @@ class GRPOConfig(trl.GRPOConfig):
         except (ValueError, TypeError) as err:
             raise ConfigError("cl_algorithm", self.cl_algorithm, str(err)) from None
         check(RULES, {name: getattr(self, name) for name in RULES}, ConfigError)
-        self._take_deprecated_names()
+        take_deprecated_names(self)
         self._check_combinations()
         self._resolve_defaults()
         self.num_generations = self.num_samples_per_prompt
@@ -242,7 +201,7 @@ class GRPOConfig(trl.GRPOConfig):
         given_generation_batch_size, self.generation_batch_size = self.generation_batch_size, None
         self.max_steps = self.max_steps_per_domain
         super().__post_init__()  # TRL derives generation_batch_size from steps_per_generation
-        _require(
+        require(
             given_generation_batch_size in (None, self.generation_batch_size),
             "generation_batch_size",
             given_generation_batch_size,
@@ -271,27 +230,6 @@ class GRPOConfig(trl.GRPOConfig):
         args.gradient_accumulation_steps = self.steps_per_generation
         return args
 
-    def _take_deprecated_names(self) -> None:
-        """``rollout_backend`` (the old name, still taken from the command line, YAML and
-        keywords) becomes ``sampling_backend``, with a warning; unset afterwards, so
-        ``to_dict()`` carries one name."""
-        old = self.rollout_backend
-        if old is None:
-            return
-        warnings.warn(
-            f"GRPOConfig.rollout_backend is deprecated: use sampling_backend={old!r}",
-            FutureWarning,
-            stacklevel=4,  # the caller of GRPOConfig(...)
-        )
-        _require(
-            self.sampling_backend in ("hf", old),  # "hf": the default, not a choice
-            "rollout_backend",
-            old,
-            f"the deprecated name of sampling_backend; give one of them, not "
-            f"sampling_backend={self.sampling_backend!r} too",
-        )
-        self.sampling_backend, self.rollout_backend = old, None
-
     def _resolve_defaults(self) -> None:
         """Fields whose ``None`` (or ``auto``) stands for a default get the concrete value, so
         every reader sees one value; resolving again changes nothing (``to_dict()`` round-trips).
@@ -301,9 +239,9 @@ class GRPOConfig(trl.GRPOConfig):
 
         if self.sampling_backend == "auto":
             self._sampling_backend_auto = True
-            self.sampling_backend = "vllm" if vllm_available() else "hf"
+            self.sampling_backend = sampling_backend.installed_backend()
         if self.sampling_backend == "vllm":
-            model_config = _local_model_config(self.model_name_or_path)
+            model_config = sampling_backend.local_model_config(self.model_name_or_path)
             if model_config is not None:
                 self.settle_sampling_backend(model_config)
         if self.assistant_prefix is None:
@@ -313,21 +251,13 @@ class GRPOConfig(trl.GRPOConfig):
             self.max_tool_response_chars = source.max_tool_response_chars
 
     def settle_sampling_backend(self, model_config: Any) -> None:
-        """Keep the vLLM engine only for a model it can serve (:func:`vllm_refusal`): asked for
-        by ``auto``, the run samples with ``hf`` instead and says so (a logged warning); asked
-        for by name, it is refused (:class:`ConfigError`) before any work. Called at
-        construction with the model's config where it is on this machine, and by the trainer
-        with the model it trains."""
-        if self.sampling_backend != "vllm":
-            return
-        reason = vllm_refusal(model_config, on_cpu=not torch.cuda.is_available())
-        if reason is None:
-            return
-        if getattr(self, "_sampling_backend_auto", False):
-            logger.warning("sampling_backend='auto' samples with 'hf': %s", reason)
-            self.sampling_backend = "hf"
-            return
-        raise ConfigError("sampling_backend", "vllm", f"'hf' or 'auto' for this model: {reason}")
+        """Keep ``vllm`` only for a model it can serve: ``auto`` falls back to ``hf`` with a
+        warning, ``vllm`` by name is refused (``grpo/sampling_backend.py``). Called at
+        construction where the model's config is local, and by the trainer with its model."""
+        auto = getattr(self, "_sampling_backend_auto", False)
+        self.sampling_backend = sampling_backend.settled_backend(
+            self.sampling_backend, model_config, auto
+        )
 
     def _check_combinations(self) -> None:
         """The checks that involve several fields (each field alone has passed :data:`RULES`):
@@ -417,30 +347,7 @@ class GRPOConfig(trl.GRPOConfig):
                 VLLM_MISSING,
             ),
         ):
-            _require(holds, name, getattr(self, name), allowed)
-
-
-def _local_model_config(name_or_path: str) -> Any:
-    """The transformers config of a model already on this machine (a folder, or the embedded
-    model once converted); ``None`` otherwise (the trainer checks the model it loads)."""
-    from pathlib import Path
-
-    from transformers import AutoConfig
-
-    from tau2.continual_learning import default_model
-
-    if default_model.is_default_model(name_or_path):
-        folder = default_model.cache_dir() if default_model.is_cached() else None
-    else:
-        folder = Path(name_or_path).expanduser()
-    if folder is None or not (folder / "config.json").is_file():
-        return None
-    return AutoConfig.from_pretrained(folder)
-
-
-def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ConfigError(name, value, allowed)
+            require(holds, name, getattr(self, name), allowed)
 
 
 _AT_LEAST_1 = Rule(int, low=1)
@@ -516,17 +423,14 @@ RULES: dict[str, Rule] = {
     "vllm_kv_cache_gb": Rule(float, low=0, open_low=True),
     "vllm_gpu_memory_utilization": Rule(
         float,
-        low=0,
-        high=1,
+        0,
+        1,
         open_low=True,
-        none="on a GPU, the engine's weights, KV cache and a margin over the GPU's memory",
+        none="the engine's weights, KV cache and a margin, on a GPU",
         note="refused when it does not fit beside training; unused on a CPU",
     ),
     "vllm_max_model_len": Rule(
-        int,
-        low=64,
-        none="the run's context limit",
-        note="at least the context limit, at most the model's window",
+        int, low=64, none="the context limit", note="from the context limit to the model's window"
     ),
     # user simulator
     "user_mode": Rule(str, choices=lambda: USER_MODES),

@@ -14,7 +14,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["TokenBatch", "bf16_autocast", "right_padded"]
+__all__ = ["TokenBatch", "bf16_autocast", "bf16_supported", "right_padded"]
+
+
+def bf16_supported() -> bool:
+    """bfloat16 autocast pays off: a CUDA GPU with bf16, or a CPU with native bf16 matmuls
+    (AVX512-BF16/AMX)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def bf16_autocast(model: Any, enabled: bool) -> torch.autocast:
