@@ -99,6 +99,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _cli import add_override_argument
+from _results import ResultLines
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -438,26 +439,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         except (TypeError, ValueError) as err:
             parser.error(f"{run.sequence}/{run.algorithm}: {err}")
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    results_path = args.output_dir / RESULTS_FILE
-    results = recorded_runs(results_path, overrides) if args.resume else {}
-    printed: list[dict[str, Any]] = []
+    results_lines = ResultLines(args.output_dir / RESULTS_FILE, logger)
+    emit = results_lines.emit
+    results = recorded_runs(results_lines.path, overrides) if args.resume else {}
     baselines: Baselines = {
         (line["seed"], tuple(line["domains"])): (line["baseline"], line["baseline_rewards"])
         for line in results.values()
         if "baseline_rewards" in line  # lines of older versions lack the per-task rewards
     }
     recorded_before = len(results)
-
-    def emit(line: dict[str, Any], record: bool = True) -> None:
-        text = json.dumps(line)
-        print(text, flush=True)
-        if record:
-            with results_path.open("a") as fh:
-                fh.write(text + "\n")
-        printed.append(line)
 
     def prune_checkpoints(done: Run) -> None:
         """Delete what no later run needs: a run's checkpoints, a trunk's once its branches ran."""
@@ -516,7 +506,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_forgetting_benchmark([results[r.key] for r in runs], args.plot)
         logger.info("figure written to %s", args.plot)
-    return printed
+    return results_lines.printed
 
 
 if __name__ == "__main__":

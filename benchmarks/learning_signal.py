@@ -56,6 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _cli import add_override_argument
+from _results import ResultLines
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -210,17 +211,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not warm_config.warm_start_demos_per_domain:
         parser.error("the shared warm start needs warm_start_demos_per_domain > 0")
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    printed: list[dict[str, Any]] = []
-
-    def emit(line: dict[str, Any]) -> None:
-        text = json.dumps(line)
-        print(text, flush=True)
-        with (args.output_dir / RESULTS_FILE).open("a") as fh:
-            fh.write(text + "\n")
-        printed.append(line)
+    results_lines = ResultLines(args.output_dir / RESULTS_FILE, logger)
+    emit = results_lines.emit
 
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     plan = [(seed, name) for seed in args.seeds for name in ("warm_start", *variants)]
@@ -253,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             gc.collect()
     for name in variants:
         emit(summary(name, results[name]))
-    return printed
+    return results_lines.printed
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _cli import add_override_argument
+from _results import ResultLines
 from learning_signal import adapter_state, load_adapter_state
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -313,17 +314,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     except (TypeError, ValueError) as err:
         parser.error(str(err))
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    printed: list[dict[str, Any]] = []
-
-    def emit(line: dict[str, Any]) -> None:
-        text = json.dumps(line)
-        print(text, flush=True)
-        with (args.output_dir / RESULTS_FILE).open("a") as fh:
-            fh.write(text + "\n")
-        printed.append(line)
+    results_lines = ResultLines(args.output_dir / RESULTS_FILE, logger)
+    emit = results_lines.emit
 
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     plan: list[tuple[int, str | None, str | None]] = []  # (seed, None, None): its warm start
@@ -356,7 +348,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             gc.collect()
     for (domain, variant), lines in results.items():
         emit(summary(domain, variant, lines))
-    return printed
+    return results_lines.printed
 
 
 if __name__ == "__main__":

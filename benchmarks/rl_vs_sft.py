@@ -68,6 +68,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _cli import add_override_argument
+from _results import ResultLines
 from forgetting import SEQUENCE_SETTINGS
 from learning_signal import load_adapter_state
 from rl_gain import WARM_START_DOMAIN, seed_interval, warm_start
@@ -421,17 +422,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     except (TypeError, ValueError) as err:
         parser.error(str(err))
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    printed: list[dict[str, Any]] = []
-
-    def emit(line: dict[str, Any]) -> None:
-        text = json.dumps(line)
-        print(text, flush=True)
-        with (args.output_dir / RESULTS_FILE).open("a") as fh:
-            fh.write(text + "\n")
-        printed.append(line)
+    results_lines = ResultLines(args.output_dir / RESULTS_FILE, logger)
+    emit = results_lines.emit
 
     run_method = {"sft": sft_run, "grpo": grpo_run}
     runs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -471,7 +463,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         emit(matched_line(runs, seeds))
     plot(list(runs.values()), args.output_dir / FIGURE_FILE)
     logger.info("figure written to %s", args.output_dir / FIGURE_FILE)
-    return printed
+    return results_lines.printed
 
 
 if __name__ == "__main__":
