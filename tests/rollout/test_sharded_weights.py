@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
@@ -73,8 +76,30 @@ def check_gathered(model: torch.nn.Module, atol: float) -> None:
     assert names == list(expected)
 
 
-def test_sharded_weights_are_gathered_whole_and_equal(tmp_path, tokenizer):
-    # forked ranks start with this process's imports and tokenizer (spawned ones import anew)
-    mp.start_processes(
-        rank_main, (str(tmp_path / "init"), tokenizer), nprocs=WORLD, start_method="fork"
+def main(init_file: str) -> None:
+    """Fork the ranks from this fresh interpreter: it has loaded the tokenizer and run no
+    threads yet (forking from the test session, with its thread pools, can deadlock a rank)."""
+    from tau2.continual_learning.model_loading import load_tokenizer
+
+    mp.start_processes(rank_main, (init_file, load_tokenizer()), nprocs=WORLD, start_method="fork")
+
+
+def test_sharded_weights_are_gathered_whole_and_equal(tmp_path):
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, __file__, str(tmp_path / "init")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a hung rank is killed with it
     )
+    try:
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output[-4000:]
+
+if __name__ == "__main__":
+    main(sys.argv[1])
