@@ -17,6 +17,17 @@ import yaml
 
 from tau2.continual_learning.grpo.config import GRPOConfig
 
+SEQUENCE_FIELDS = (
+    "domains",
+    "seed",
+    "skills_seed",
+    "output_dir",
+    "cl_algorithm",
+    "max_steps_per_domain",
+    "task_source",
+)
+"""The fields a benchmark that builds its own domain sequences sets per run (``--set`` may not)."""
+
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 

@@ -67,7 +67,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _cli import add_override_argument
+from _cli import SEQUENCE_FIELDS, add_override_argument
 from _results import ResultLines
 from forgetting import SEQUENCE_SETTINGS
 from learning_signal import load_adapter_state
@@ -96,16 +96,6 @@ LEVELS = 4
 """v2 score levels per seed at which forgetting is compared."""
 QUICK: dict[str, Any] = {"eval_tasks_per_domain": 4, "warm_start_demos_per_domain": 4}
 """``--quick``'s overrides (plus seed 0, 2 updates scored after each)."""
-RESERVED = (
-    "domains",
-    "seed",
-    "skills_seed",
-    "output_dir",
-    "cl_algorithm",
-    "max_steps_per_domain",
-    "task_source",
-)
-"""GRPOConfig fields the benchmark sets per run, so ``--set`` may not."""
 SUMMARISED = ("v2_gain", "forgetting", "wall_s")
 RESULTS_FILE = "rl_vs_sft.jsonl"
 FIGURE_FILE = "rl_vs_sft.png"
@@ -142,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_override_argument(
         parser,
-        reserved=RESERVED,
+        reserved=SEQUENCE_FIELDS,
         hint=" (use --seeds, --updates or --output_dir)",
     )
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/rl_vs_sft"))

@@ -28,19 +28,14 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tau2.continual_learning import load_tokenizer
-from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
+from tau2.continual_learning.rollout import load_tasks
 from tau2.continual_learning.rollout.environments import shared_database_hash
 from tau2.continual_learning.rollout.scoring import (
     environment_reward,
     gold_database_hashes,
     score_trajectory,
 )
-from tau2.continual_learning.rollout.scripted import (
-    ScriptedPolicy,
-    ScriptedUser,
-    gold_script,
-    unique_anchor_batches,
-)
+from tau2.continual_learning.rollout.scripted import replay_gold
 from tau2.continual_learning.rollout.tau2_reference import reference_reward_info
 
 WORKLOADS = {
@@ -51,22 +46,6 @@ WORKLOADS = {
     "skills/retail": ("retail", "train", "skills"),
     "skills/telecom": ("telecom", "train", "skills"),
 }
-
-
-def gold_episodes(tokenizer, tasks: list) -> list:
-    episodes = []
-    for batch in unique_anchor_batches(tasks):
-        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=CALL_PREFIX)
-        with EpisodeRunner(
-            policy,
-            user=ScriptedUser(),
-            max_turns=60,
-            max_new_tokens_per_turn=4096,
-            max_context_tokens=1 << 20,
-            scoring_workers=0,
-        ) as runner:
-            episodes += list(zip(batch, runner.run(batch), strict=True))
-    return episodes
 
 
 def timed(fn, episodes: list, clear) -> tuple[float, list[float]]:
@@ -93,7 +72,7 @@ def main() -> None:
         domain, split, source = WORKLOADS[name]
         tasks = load_tasks(domain, split, source)
         tasks = tasks[:: max(1, len(tasks) // args.tasks)][: args.tasks]
-        episodes = gold_episodes(tokenizer, tasks)
+        episodes = list(zip(tasks, replay_gold(tasks, tokenizer), strict=True))
         shared_database_hash.cache_clear()
         for task in tasks:  # parse the process's database outside the timings
             shared_database_hash(task.environment_domain, task.env_solo_mode)

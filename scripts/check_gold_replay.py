@@ -24,41 +24,25 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tau2.continual_learning import load_tokenizer
-from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, load_tasks
+from tau2.continual_learning.rollout import load_tasks
 from tau2.continual_learning.rollout.scoring import Scorer
-from tau2.continual_learning.rollout.scripted import (
-    ScriptedPolicy,
-    ScriptedUser,
-    gold_script,
-    unique_anchor_batches,
-)
+from tau2.continual_learning.rollout.scripted import replay_gold
 from tau2.continual_learning.rollout.tau2_reference import differences_from_tau2
 
 logger = logging.getLogger("check_gold_replay")
 
 
 def check_gold(tokenizer, tasks: list, workers: int, compare_tau2: bool) -> list[str]:
-    failures = []
-    for batch in unique_anchor_batches(tasks):
-        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=CALL_PREFIX)
-        with EpisodeRunner(
-            policy,
-            user=ScriptedUser(),
-            max_turns=60,
-            max_new_tokens_per_turn=4096,
-            max_context_tokens=1 << 20,
-            scoring_workers=workers,
-        ) as runner:
-            episodes = runner.run(batch)
+    episodes = replay_gold(tasks, tokenizer, scoring_workers=workers)
+    failures = [
+        f"{e.key}: {e.reward} ({e.termination_reason})" for e in episodes if e.reward != 1.0
+    ]
+    if compare_tau2:
         failures += [
-            f"{e.key}: {e.reward} ({e.termination_reason})" for e in episodes if e.reward != 1.0
+            f"{t.key}: {difference}"
+            for t, e in zip(tasks, episodes, strict=True)
+            for difference in _tau2_differences(t, e.messages, e.termination_reason)
         ]
-        if compare_tau2:
-            failures += [
-                f"{t.key}: {difference}"
-                for t, e in zip(batch, episodes, strict=True)
-                for difference in _tau2_differences(t, e.messages, e.termination_reason)
-            ]
     return failures
 
 

@@ -46,15 +46,6 @@ QWEN_SHAPES: dict[str, dict[str, Any]] = {
     ),
 }
 """The published configurations of the two models (config.json on the Hub)."""
-TINY_SHAPE = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    vocab_size=151936,
-    tie_word_embeddings=True,
-)
 
 
 def build_model(shape: dict[str, Any], tokenizer: Any, dtype: Any, device: str) -> Any:
@@ -163,7 +154,9 @@ def measure_grpo_step(model: Any, tokenizer: Any, args: argparse.Namespace) -> d
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(QWEN_SHAPES), help="comma-separated")
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes, for a CPU smoke test")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tests' tiny model, a CPU smoke test"
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--batch", type=int, default=16, help="generation: prompts per call")
     parser.add_argument("--prompt_tokens", type=int, default=1024)
@@ -181,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tau2.continual_learning import load_tokenizer
+    from tau2.continual_learning.tiny_model import build_tiny_model
 
     args = parse(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -190,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         if name not in QWEN_SHAPES:
             raise SystemExit(f"--models: {name!r} is not one of {sorted(QWEN_SHAPES)}")
-        shape = TINY_SHAPE if args.tiny else QWEN_SHAPES[name]
         about = {"model": name + (" (tiny)" if args.tiny else ""), "device": args.device}
         if args.device.startswith("cuda"):
             about["gpu"] = torch.cuda.get_device_name()
-        model = build_model(shape, tokenizer, dtype, args.device)
+        if args.tiny:  # the tests' tiny random model: the whole path in seconds on a CPU
+            model = build_tiny_model(tokenizer, hidden_size=64, num_heads=2).to(args.device, dtype)
+        else:
+            model = build_model(QWEN_SHAPES[name], tokenizer, dtype, args.device)
         about["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
         if "hf_generation" not in skip:
             result = measure_generation(

@@ -48,6 +48,25 @@ def write_rows_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]])
         writer.writerows(rows)
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (figures go to files; no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Lay out ``fig``, write it to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_accuracy_matrix(
     matrix: Sequence[Sequence[float | None]],
     domains: Sequence[str],
@@ -55,10 +74,7 @@ def plot_accuracy_matrix(
     baseline: Sequence[float] | None = None,
 ) -> None:
     """Heatmap of R[i][j] (rows: trained through domain i; columns: evaluated on j)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     rows = ([list(baseline)] if baseline is not None else []) + [list(r) for r in matrix]
@@ -84,9 +100,7 @@ def plot_accuracy_matrix(
                 )
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("pass^1 accuracy matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def peak_rss_mb() -> float:
@@ -101,10 +115,7 @@ def peak_rss_mb() -> float:
 def plot_scores_over_training(metrics: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """The forgetting picture: each domain's score (with its 95% interval) before training and
     after each domain of the sequence."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     domains = metrics["domains"]
     stages = ["untrained", *[f"after {d}" for d in domains[: len(metrics["accuracy_matrix"])]]]
@@ -122,19 +133,14 @@ def plot_scores_over_training(metrics: dict[str, Any], path: str | os.PathLike[s
     ax.set_ylabel("pass^1 (95% interval)")
     ax.set_title("every domain's score after every domain")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_training_signal(
     step_stats: Sequence[dict[str, Any]], path: str | os.PathLike[str]
 ) -> None:
     """Per optimizer step: mean training reward and the share of informative GRPO groups."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(2, 1, figsize=(7, 4.6), sharex=True)
     for domain in dict.fromkeys(s["domain"] for s in step_stats):
@@ -148,9 +154,7 @@ def plot_training_signal(
     for ax in axes:
         ax.set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 PHASES = (
@@ -166,10 +170,7 @@ def plot_phase_scores(
 ) -> None:
     """Phase attribution: per trained domain, its score before its training, after its warm
     start (where one ran and was scored) and after its GRPO steps, as grouped bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     trained = [d for d in domains if d in phase_scores]
     width = 0.8 / len(PHASES)
@@ -184,9 +185,7 @@ def plot_phase_scores(
     ax.set_ylabel("pass^1 on the domain")
     ax.set_title("what each phase learned")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def phase_sentences(metrics: dict[str, Any]) -> list[str]:
@@ -249,10 +248,7 @@ def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.Pat
     for the curves ``domains``, ``baseline`` and ``accuracy_matrix``)."""
     import statistics
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     sequences = list(dict.fromkeys(r["sequence"] for r in runs))
     if not sequences:
@@ -295,9 +291,7 @@ def plot_forgetting_benchmark(runs: Sequence[dict[str, Any]], path: str | os.Pat
                 seeds = sorted({r["seed"] for r in lines})
                 ax.set_title(f"{sequence}: {title}\n{len(seeds)} seeds", fontsize="medium")
         _plot_kept_scores(axes[2][column], algorithms, mean_scores_over_training(lines))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_kept_scores(

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
@@ -120,9 +119,10 @@ def test_two_ranks_average_their_gradients(tmp_path, tiny_model_dir):
     tolerance = 1e-5 * largest_difference(both, initial)  # float error of the summation order
     assert tolerance > 0  # training moved the weights
     assert largest_difference(trained, both) <= tolerance
-    for r, steps in enumerate(ranks):
-        _, alone = replayed_run(tmp_path / f"r{r}", tiny_model_dir, steps, batch_size_per_gpu=1)
-        assert largest_difference(trained, alone) > 1000 * tolerance, f"rank {r}'s alone"
+    # the comparison tells: one rank's episodes alone give other weights (the ranks agree, so
+    # neither rank trained alone)
+    _, alone = replayed_run(tmp_path / "r0", tiny_model_dir, ranks[0], batch_size_per_gpu=1)
+    assert largest_difference(trained, alone) > 1000 * tolerance
 
 
 def test_vllm_ranks_agree(tmp_path, tokenizer):

@@ -13,7 +13,7 @@ import functools
 
 import pytest
 
-from tau2.continual_learning.rollout import CALL_PREFIX, EpisodeRunner, get_task, load_tasks
+from tau2.continual_learning.rollout import get_task, load_tasks
 from tau2.continual_learning.rollout.environments import (
     environment_constructor,
     replay_environment,
@@ -26,12 +26,7 @@ from tau2.continual_learning.rollout.scoring import (
     gold_database_hashes,
     score_trajectory,
 )
-from tau2.continual_learning.rollout.scripted import (
-    ScriptedPolicy,
-    ScriptedUser,
-    gold_script,
-    unique_anchor_batches,
-)
+from tau2.continual_learning.rollout.scripted import replay_gold
 from tau2.continual_learning.rollout.tau2_reference import differences_from_tau2
 
 SKILL_SAMPLE = {"airline": 1, "retail": 2, "telecom_v2": 1}
@@ -115,22 +110,6 @@ def _failing_variants(task) -> dict[str, object]:
     }
 
 
-def _replay(tokenizer, tasks: list) -> list:
-    episodes = {}
-    for batch in unique_anchor_batches(tasks):
-        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=CALL_PREFIX)
-        with EpisodeRunner(
-            policy,
-            user=ScriptedUser(),
-            max_turns=40,
-            max_new_tokens_per_turn=4096,
-            max_context_tokens=1 << 20,
-            scoring_workers=0,
-        ) as runner:
-            episodes |= {id(t): e for t, e in zip(batch, runner.run(batch), strict=True)}
-    return [episodes[id(t)] for t in tasks]
-
-
 @pytest.fixture(scope="module")
 def cases(tokenizer) -> list[tuple[str, object, object]]:
     """``(label, task scored against, episode)``: gold replays, and failing episodes whose
@@ -146,7 +125,7 @@ def cases(tokenizer) -> list[tuple[str, object, object]]:
         if failing_kinds and task.domain not in varied:  # the first write task of each domain
             varied.add(task.domain)
             planned += [(name, task, v) for name, v in _failing_variants(task).items()]
-    episodes = _replay(tokenizer, [run for _, _, run in planned])
+    episodes = replay_gold([run for _, _, run in planned], tokenizer)
     cases = [
         (label, task, episode) for (label, task, _), episode in zip(planned, episodes, strict=True)
     ]

@@ -2,10 +2,10 @@
 domain's GRPO steps, so that a weak policy succeeds often enough for GRPO groups to carry signal.
 
 **Demonstrations** (:func:`gold_demonstrations`). A domain's train tasks carry gold actions; they
-are replayed through the episode runner's scripted path (:class:`ScriptedPolicy` with
-:func:`gold_script`, :class:`ScriptedUser` for tasks without a ticket), so parsing, tool calls,
-token assembly and scoring are the production code and every demonstration is, token for token,
-what the policy would write in our format (``env_mask`` marks those tokens). tau2's evaluators
+are replayed through the episode runner's scripted path (``rollout/scripted.py``'s
+:func:`replay_gold`), so parsing, tool calls, token assembly and scoring are the production code
+and every demonstration is, token for token, what the policy would write in our format
+(``env_mask`` marks those tokens). tau2's evaluators
 score each one; only reward 1.0 is kept, and demonstrations longer than ``max_context_tokens``
 are dropped (both counted and logged). Turns and tokens per turn are not capped by the rollout
 limits: a demonstration may be longer than what an episode of the run allows, which still teaches
@@ -54,15 +54,9 @@ from tau2.continual_learning.grpo.seeds import Seeds, WarmStartDraw
 from tau2.continual_learning.grpo.token_batch import bf16_autocast, right_padded
 from tau2.continual_learning.memory import release_memory
 from tau2.continual_learning.model_signature import forward_parameters
-from tau2.continual_learning.rollout import CALL_PREFIX, Episode, EpisodeRunner
+from tau2.continual_learning.rollout import CALL_PREFIX, Episode
 from tau2.continual_learning.rollout.prompt import pad_token_id
-from tau2.continual_learning.rollout.scripted import (
-    ScriptedPolicy,
-    ScriptedUser,
-    gold_script,
-    gold_turns,
-    unique_anchor_batches,
-)
+from tau2.continual_learning.rollout.scripted import replay_gold
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -117,28 +111,18 @@ def gold_demonstrations(
     episodes: list[Episode] = []
     failed: list[str] = []
     too_long: list[str] = []
-    for batch in unique_anchor_batches(tasks):
-        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=assistant_prefix)
-        runner = EpisodeRunner(
-            policy,
-            user=ScriptedUser(),
-            max_turns=max(len(gold_turns(t)) for t in batch) + 1,
-            max_new_tokens_per_turn=1 << 14,
-            max_context_tokens=1 << 24,
-            max_tool_response_chars=max_tool_response_chars,
-            assistant_prefix=assistant_prefix,
-            scoring_workers=0,
-        )
-        with runner:
-            for episode in runner.run(batch):
-                if episode.reward != 1.0 or not episode.num_model_tokens:
-                    failed.append(episode.key)
-                elif len(episode.prompt_ids) + len(episode.completion_ids) > max_context_tokens:
-                    too_long.append(episode.key)
-                else:
-                    episodes.append(episode)
-    order = {t.key: i for i, t in enumerate(tasks)}
-    episodes.sort(key=lambda e: order[e.key])
+    for episode in replay_gold(
+        tasks,
+        tokenizer,
+        assistant_prefix=assistant_prefix,
+        max_tool_response_chars=max_tool_response_chars,
+    ):
+        if episode.reward != 1.0 or not episode.num_model_tokens:
+            failed.append(episode.key)
+        elif len(episode.prompt_ids) + len(episode.completion_ids) > max_context_tokens:
+            too_long.append(episode.key)
+        else:
+            episodes.append(episode)
     return DemonstrationSet(episodes, failed, too_long)
 
 

@@ -1,5 +1,6 @@
 """Scripted backends that drive the real runner path with known text: gold-action replays
-(``scripts/check_gold_replay.py``, tests) and arbitrary model outputs (fuzzing).
+(:func:`replay_gold`: the warm start's demonstrations, ``scripts/check_gold_replay.py``, the
+scoring benchmark, tests) and arbitrary model outputs (fuzzing).
 
 :class:`ScriptedPolicy` answers each prompt with text chosen by a function of the decoded
 context, tokenised and ended with the end-of-turn token, exactly where a model's sample would
@@ -19,13 +20,20 @@ from tau2.continual_learning.rollout.engines.base import (
     SamplingParams,
     split_generation,
 )
-from tau2.continual_learning.rollout.tool_format import DONE_TOOL, RESPOND_TOOL, format_call
+from tau2.continual_learning.rollout.runner import EpisodeRunner
+from tau2.continual_learning.rollout.tool_format import (
+    CALL_PREFIX,
+    DONE_TOOL,
+    RESPOND_TOOL,
+    format_call,
+)
 
 if TYPE_CHECKING:
     from tau2.environment.environment import Environment
     from transformers import PreTrainedTokenizerBase
 
     from tau2.continual_learning.rollout.domain_task import DomainTask
+    from tau2.continual_learning.rollout.episode import Episode
     from tau2.continual_learning.rollout.users import UserRequest
 
 
@@ -137,3 +145,32 @@ def unique_anchor_batches(tasks: Sequence[DomainTask]) -> list[list[DomainTask]]
         target[0].add(anchor)
         target[1].append(task)
     return [b[1] for b in batches]
+
+
+def replay_gold(
+    tasks: Sequence[DomainTask],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    assistant_prefix: str = CALL_PREFIX,
+    max_tool_response_chars: int | None = None,
+    scoring_workers: int = 0,
+) -> list[Episode]:
+    """Each task's gold actions replayed through the episode runner (:class:`ScriptedPolicy`
+    with :func:`gold_script`, :class:`ScriptedUser`), scored by tau2's evaluators, in task order.
+    Tool responses are shown as a run shows them (``max_tool_response_chars``); the turn, token
+    and context limits leave every gold replay room to finish."""
+    episodes: dict[int, Episode] = {}
+    for batch in unique_anchor_batches(tasks):
+        policy = ScriptedPolicy(tokenizer, gold_script(batch), prefix=assistant_prefix)
+        with EpisodeRunner(
+            policy,
+            user=ScriptedUser(),
+            max_turns=max(len(gold_turns(t)) for t in batch) + 1,
+            max_new_tokens_per_turn=1 << 14,
+            max_context_tokens=1 << 24,
+            max_tool_response_chars=max_tool_response_chars,
+            assistant_prefix=assistant_prefix,
+            scoring_workers=scoring_workers,
+        ) as runner:
+            episodes |= {id(t): e for t, e in zip(batch, runner.run(batch), strict=True)}
+    return [episodes[id(t)] for t in tasks]
