@@ -55,7 +55,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _cli import add_override_argument
+from _cli import SEQUENCE_FIELDS, add_override_argument
 from _results import ResultLines
 from learning_signal import adapter_state, load_adapter_state
 from tqdm.auto import tqdm
@@ -85,19 +85,7 @@ STEPS = 30
 EVAL_EVERY = 5
 QUICK: dict[str, Any] = {"eval_tasks_per_domain": 4, "warm_start_demos_per_domain": 4}
 """``--quick``'s overrides (plus seed 0, ``retail``, ``grpo``, 2 steps scored after each)."""
-RESERVED = (
-    "domains",
-    "seed",
-    "skills_seed",
-    "output_dir",
-    "cl_algorithm",
-    "max_steps_per_domain",
-    "task_source",
-)
-"""GRPOConfig fields the benchmark sets per run, so ``--set`` may not."""
 SUMMARISED = ("gain", "start_score", "end_score")
-ALL_TEST_TASKS = 1 << 30
-"""``probe``'s task limit that takes a domain's whole test split."""
 RESULTS_FILE = "rl_gain.jsonl"
 
 
@@ -112,11 +100,13 @@ class LearningCurve(SequentialCL):
         self.last_step = last_step
         self.points: list[tuple[int, float]] = []
         """(global step, test score) after every ``every``-th step."""
+        self.evaluator: Any = None
+        """The trainer's evaluator (the view algorithms get does not score test splits)."""
 
     def post_step_hook(self, trainer: Any, domain: str) -> None:
         step = trainer.global_step
         if step % self.every == 0 and step < self.last_step:
-            self.points.append((step, trainer.probe([domain], ALL_TEST_TASKS)[domain]))
+            self.points.append((step, self.evaluator.domain(domain).mean))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_override_argument(
         parser,
-        reserved=RESERVED,
+        reserved=SEQUENCE_FIELDS,
         hint=" (use --domains, --seeds, --steps or --output_dir)",
     )
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/rl_gain"))
@@ -246,6 +236,8 @@ def train(
             load_adapter_state(trainer.model, weights)
         if algorithm is not None:
             trainer.cl_algorithm = algorithm
+        if isinstance(algorithm, LearningCurve):
+            algorithm.evaluator = trainer.evaluator
         metrics = trainer.train()
     shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
     return trainer, metrics, round(time.perf_counter() - began, 1)
