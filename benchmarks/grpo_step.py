@@ -9,8 +9,10 @@ process. One untimed step runs first, so one-time costs of the process fall on n
 Configurations (``--configs``): ``baseline`` is the step with every improvement below off; each
 improvement alone; ``all``.
 
-* ``shared_prefix``: the training passes encode each distinct prompt of a micro-batch once
-  (``GRPOConfig.shared_prefix``; off in the baseline).
+* ``group_passes``: one GRPO group per forward/backward pass (``micro_batch_size`` = the group
+  size; the baseline's is the config's, 1 by default), without sharing;
+* ``shared_prefix``: ``group_passes`` with each group's prompt encoded once
+  (``GRPOConfig.shared_prefix``, which shuffles whole groups into passes; off in the baseline);
 * ``scoring_cache``: the scorer's cached environment check
   (:mod:`~tau2.continual_learning.rollout.scoring`). It has no switch; the baseline scores with
   tau2's own ``EnvironmentEvaluator.calculate_reward`` in its place, which rebuilds both
@@ -78,7 +80,7 @@ from tau2.continual_learning.tiny_model import build_tiny_model
 
 logger = logging.getLogger("benchmarks.grpo_step")
 
-IMPROVEMENTS = ("shared_prefix", "scoring_cache")
+IMPROVEMENTS = ("group_passes", "shared_prefix", "scoring_cache")
 """What the baseline switches off, each a configuration of its own."""
 CONFIGS = ("baseline", *IMPROVEMENTS, "all")
 STEPS = 3
@@ -91,7 +93,7 @@ QUICK: dict[str, Any] = {
     "batch_size_per_gpu": 1,
 }
 """``--quick``'s overrides (with the tiny model and one step per configuration)."""
-RESERVED = ("domains", "output_dir", "max_steps_per_domain", "shared_prefix")
+RESERVED = ("domains", "output_dir", "max_steps_per_domain", "shared_prefix", "micro_batch_size")
 PHASES = ("rollout_s", "scoring_s", "logprob_s", "fwd_bwd_s", "optimizer_s")
 
 
@@ -287,6 +289,8 @@ def tau2_environment_reward(case: scoring.EnvironmentCase) -> Any:
 def improvements(config_name: str) -> set[str]:
     if config_name == "all":
         return set(IMPROVEMENTS)
+    if config_name == "shared_prefix":  # sharing needs a group's rows in one pass
+        return {"group_passes", "shared_prefix"}
     return {config_name} & set(IMPROVEMENTS)
 
 
@@ -296,13 +300,18 @@ def run_config(
     name: str,
     steps: int,
     timers: Timers,
+    base_micro_batch_size: int,
 ) -> None:
-    """``steps`` GRPO steps of the first domain from ``weights`` with configuration ``name``."""
+    """``steps`` GRPO steps of the first domain from ``weights`` with configuration ``name``
+    (the baseline's passes of ``base_micro_batch_size`` sequences)."""
     from learning_signal import load_adapter_state
 
     on = improvements(name)
     cfg = trainer.config
     cfg.shared_prefix = "shared_prefix" in on
+    micro = cfg.num_samples_per_prompt if "group_passes" in on else base_micro_batch_size
+    cfg.micro_batch_size = cfg.per_device_train_batch_size = micro  # as __post_init__ derives
+    cfg.steps_per_generation = cfg.episodes_per_step // micro
     cfg.max_steps_per_domain = cfg.max_steps = steps
     load_adapter_state(trainer.model, weights)
     trainer.record.global_step = 0  # the same rollout seeds in every configuration
@@ -366,6 +375,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             trainer._warm_start(domain)
         warm_start_s = time.perf_counter() - started
         weights = adapter_state(trainer.model)
+        base_micro_batch_size = config.per_device_train_batch_size
         printed: list[dict[str, Any]] = []
         timed_class = timed_trainer_class(timers, shape)
         with (
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 scoring, "score_trajectory", timers.wrap("scoring_s", scoring.score_trajectory)
             ),
         ):
-            run_config(trainer, weights, "all", 1, timers)  # untimed warm-up step
+            run_config(trainer, weights, "all", 1, timers, base_micro_batch_size)  # untimed warm-up
             timers.active = True
             for name in configs:
                 timers.reset()
@@ -383,7 +393,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     peaks["bf16"] = matmul_gflops(True)
                 release_memory()
                 reset_peak()
-                run_config(trainer, weights, name, steps, timers)
+                run_config(trainer, weights, name, steps, timers, base_micro_batch_size)
                 line = result_line(name, timers, peaks, bool(config.bf16), warm_start_s)
                 line["peak_rss_mb"] = round(peak_resident_mb(), 1)
                 print(json.dumps(line), flush=True)

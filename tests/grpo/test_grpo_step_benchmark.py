@@ -24,7 +24,14 @@ def test_quick_profiles_each_configuration(bench, capsys, monkeypatch):
     train_domain = bench.GRPOTrainer._train_domain
 
     def recording(trainer, domain, resume):  # what each configuration's steps run with
-        seen.append((trainer.config.shared_prefix, bench.scoring.environment_reward))
+        config = trainer.config
+        seen.append(
+            (
+                config.shared_prefix,
+                config.per_device_train_batch_size,
+                bench.scoring.environment_reward,
+            )
+        )
         train_domain(trainer, domain, resume)
 
     def alternating(prompts, completions, **kwargs):  # signal in every group: the loss runs
@@ -37,8 +44,9 @@ def test_quick_profiles_each_configuration(bench, capsys, monkeypatch):
     assert returned == lines
     assert [line.get("config") for line in lines] == ["baseline", "all", None]
     cached = bench.scoring.environment_reward  # restored after the run
-    # the untimed warm-up step, then baseline and all
-    assert seen == [(True, cached), (False, bench.tau2_environment_reward), (True, cached)]
+    # the untimed warm-up step, then baseline (the config's passes of 1) and all (groups of 2)
+    baseline = (False, 1, bench.tau2_environment_reward)
+    assert seen == [(True, 2, cached), baseline, (True, 2, cached)]
     for line in lines[:2]:
         assert line["steps"] == 1 and line["episodes_per_step"] == 2
         assert line["episodes_per_min"] == pytest.approx(60 * 2 / line["step_s"], rel=0.01)

@@ -128,11 +128,14 @@ def test_no_prefix_cache_under_activation_checkpointing(tokenizer):
     assert shared_prefix.prefix_backbone(model) is None
 
 
+@pytest.mark.parametrize("micro_batch_size", [None, 2])
 def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
-    tmp_path, tokenizer, tiny_run, monkeypatch
+    tmp_path, tokenizer, tiny_run, monkeypatch, micro_batch_size
 ):
-    """One real GRPO step through the TRL subclass, whole generation per pass (its groups'
-    rows shuffled by TRL), with and without ``shared_prefix``: the same weights after it."""
+    """One real GRPO step through the TRL subclass (4 groups of 2), with and without
+    ``shared_prefix``: the same weights after it. With the whole generation in one pass TRL's
+    row shuffle scatters the groups; with one group's size per pass, whole groups are shuffled,
+    so every pass encodes one prompt."""
     from tau2.continual_learning import GRPOConfig, GRPOTrainer
     from tau2.continual_learning.grpo.trainer import REWARD_FIELD
 
@@ -142,21 +145,23 @@ def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
             out[REWARD_FIELD] = [float(i % 2) for i in range(len(out[REWARD_FIELD]))]
             return out
 
-    shared_rows = []
+    passes = []  # per shared pass: its rows and its distinct prompts
     original = shared_prefix.per_token_logps_and_entropies
 
-    def recording(model, backbone, input_ids, *args, **kwargs):
-        shared_rows.append(input_ids.size(0))
-        return original(model, backbone, input_ids, *args, **kwargs)
+    def recording(model, backbone, input_ids, attention_mask, logits_to_keep, **kwargs):
+        prompts = {tuple(row) for row in input_ids[:, :-logits_to_keep].tolist()}
+        passes.append((input_ids.size(0), len(prompts)))
+        return original(model, backbone, input_ids, attention_mask, logits_to_keep, **kwargs)
 
     monkeypatch.setattr(shared_prefix, "per_token_logps_and_entropies", recording)
 
     def one_step(shared: bool) -> dict[str, torch.Tensor]:
         settings = {**tiny_run, "domains": ["telecom"], "max_steps_per_domain": 1}
         settings.update(eval_tasks_per_domain=1, bf16=False, learning_rate=1e-3, seed=0)
+        settings.update(batch_size_per_gpu=4, replay_ratio=0.0)
         config = GRPOConfig(
             output_dir=str(tmp_path / str(shared)),
-            micro_batch_size=None,
+            micro_batch_size=micro_batch_size,
             shared_prefix=shared,
             **settings,
         )
@@ -167,11 +172,32 @@ def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
 
     initial = build_tiny_model(tokenizer, seed=1).state_dict()
     unshared = one_step(False)
-    assert shared_rows == []
+    assert passes == []
     shared = one_step(True)
-    assert shared_rows == [4]  # the step's 2 groups x 2 episodes in one pass
+    if micro_batch_size is None:
+        assert [rows for rows, _ in passes] == [8]  # the step's 4 groups x 2 episodes
+    else:
+        assert passes == [(2, 1)] * 4  # one group per pass: its prompt encoded once
     moved = 0.0
     for name, value in shared.items():
         torch.testing.assert_close(value, unshared[name], rtol=0, atol=5e-6, msg=name)
         moved = max(moved, (value - initial[name]).abs().max().item())
     assert moved > 1e-4  # the step did update the weights (Adam moves them by about lr)
+
+
+def test_shuffle_groups_keeps_each_group_whole_and_in_order():
+    batch = {
+        "ids": torch.arange(12).reshape(6, 2),
+        "names": list("aabbcc"),
+        "scalar": torch.tensor(3.0),
+        "none": None,
+    }
+    torch.manual_seed(0)
+    out = shared_prefix.shuffle_groups(batch, group_size=2)
+    rows = out["ids"][:, 0].tolist()
+    assert sorted(rows) == [0, 2, 4, 6, 8, 10]
+    assert all(rows[i + 1] == rows[i] + 2 and rows[i] % 4 == 0 for i in (0, 2, 4))
+    assert out["names"] == [batch["names"][r // 2] for r in rows]
+    assert out["scalar"] is batch["scalar"] and out["none"] is None
+    with pytest.raises(ValueError, match="not whole groups of 4"):
+        shared_prefix.shuffle_groups(batch, group_size=4)

@@ -14,6 +14,12 @@ their prompt columns (padding included), and
 Log-probs, entropies and gradients equal TRL's unshared computation up to float rounding. The
 prompt positions also skip the LM head, which TRL's CPU path scores at every position. A batch
 whose rows all have distinct prompts takes TRL's pass.
+
+Sharing needs a group's rows in the same micro-batch. TRL shuffles a generation's rows before
+cutting it into micro-batches (``shuffle_sequence_dict`` in ``_prepare_inputs``), which scatters
+the groups; :func:`shuffle_groups` shuffles whole groups instead, so with ``micro_batch_size`` a
+multiple of the group size every pass holds whole groups. The update does not change: TRL's
+losses normalise by the whole generation, not by the pass (``docs/grpo.md``, micro-batches).
 """
 
 from __future__ import annotations
@@ -26,6 +32,30 @@ import torch
 from tau2.continual_learning.model_signature import cache_keyword, supports_prefix_cache
 
 logger = logging.getLogger(__name__)
+
+
+def shuffle_groups(batch: dict[str, Any], group_size: int) -> dict[str, Any]:
+    """``batch`` (TRL's generation batch: tensors and lists with one row per episode, groups of
+    ``group_size`` consecutive rows) with its groups in random order (torch's generator, as TRL's
+    row shuffle) and each group's rows kept together and in order. Scalars and ``None`` pass."""
+    rows = len(next(v for v in batch.values() if v is not None and not _scalar(v)))
+    if rows % group_size:
+        raise ValueError(f"{rows} rows are not whole groups of {group_size}")
+    order = torch.randperm(rows // group_size)
+    permutation = (order[:, None] * group_size + torch.arange(group_size)).flatten()
+
+    def permute(value: Any) -> Any:
+        if value is None or _scalar(value):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[permutation]
+        return [value[i] for i in permutation.tolist()]
+
+    return {key: permute(value) for key, value in batch.items()}
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim == 0
 
 
 def prefix_backbone(model: Any) -> Any | None:

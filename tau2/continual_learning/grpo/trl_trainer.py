@@ -15,6 +15,7 @@ optimizer step; this module adds only
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,23 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
             and not bool(torch.count_nonzero(inputs["advantages"]))
         )
 
+    def _prepare_inputs(self, generation_batch: Any) -> Any:  # type: ignore[override]
+        """TRL's, with whole groups shuffled instead of rows where ``shared_prefix`` is on and a
+        micro-batch holds more than one sequence, so a group's rows share their passes
+        (:func:`~tau2.continual_learning.grpo.shared_prefix.shuffle_groups`). TRL offers no
+        option for the shuffle; its module-level function is swapped for this call only."""
+        if not (self.args.shared_prefix and self.args.per_device_train_batch_size > 1):
+            return super()._prepare_inputs(generation_batch)
+        module = sys.modules[trl.GRPOTrainer.__module__]
+        rows_shuffle = module.shuffle_sequence_dict
+        module.shuffle_sequence_dict = lambda batch: shared_prefix.shuffle_groups(
+            batch, self.num_generations
+        )
+        try:
+            return super()._prepare_inputs(generation_batch)
+        finally:
+            module.shuffle_sequence_dict = rows_shuffle
+
     def _get_per_token_logps_and_entropies(  # type: ignore[override]
         self,
         model,
@@ -173,9 +191,9 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         once (:mod:`~tau2.continual_learning.grpo.shared_prefix`) where ``shared_prefix`` is on;
         TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model."""
         backbone = None
-        if self.args.shared_prefix and not compute_aux_loss:
-            if all(value is None for value in multimodal.values()):
-                backbone = shared_prefix.prefix_backbone(self.accelerator.unwrap_model(model))
+        text_only = all(value is None for value in multimodal.values())
+        if self.args.shared_prefix and not compute_aux_loss and text_only:
+            backbone = shared_prefix.prefix_backbone(self.accelerator.unwrap_model(model))
         if backbone is not None:
             with self.accelerator.autocast():
                 shared = shared_prefix.per_token_logps_and_entropies(
