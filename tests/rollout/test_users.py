@@ -1,10 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 import torch
@@ -14,7 +10,6 @@ from tau2.continual_learning import GRPOConfig
 from tau2.continual_learning.grpo.rollouts import build_policy, build_user
 from tau2.continual_learning.model_loading import wrap_lora
 from tau2.continual_learning.rollout import (
-    CALL_PREFIX,
     EpisodeRunner,
     HFPolicy,
     HFUser,
@@ -24,7 +19,7 @@ from tau2.continual_learning.rollout import (
 )
 from tau2.continual_learning.rollout.episode import FIRST_AGENT_MESSAGE
 from tau2.continual_learning.rollout.prompt import ChatFormat
-from tau2.continual_learning.rollout.scripted import ScriptedPolicy, gold_script
+from tau2.continual_learning.rollout.scripted import ScriptedPolicy
 from tau2.continual_learning.tiny_model import build_tiny_model
 
 
@@ -160,76 +155,6 @@ def test_user_temperature_reaches_the_in_process_user(tmp_path, tokenizer):
     user.sampling = dataclasses.replace(user.sampling, max_new_tokens=8)  # a fast test
     assert _conversation(user, seed=1) != _conversation(user, seed=2)  # sampled
     assert _conversation(user, seed=1) == _conversation(user, seed=1)  # seeded
-
-
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    """A minimal OpenAI-compatible chat endpoint: the user asks once, then stops."""
-
-    requests: ClassVar[list[dict]] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        turns = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        content = (
-            "I want to know about my reservation, thanks."
-            if turns == 0
-            else "Thanks, bye! ###STOP###"
-        )
-        reply = {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        """Keep the test output free of request logs."""
-
-
-@pytest.fixture
-def fake_server():
-    _FakeOpenAI.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-
-
-def test_litellm_user_against_a_local_openai_compatible_server(tokenizer, fake_server):
-    task = get_task("airline/0")
-    user = LiteLLMUser("hosted_vllm/fake-user", api_base=fake_server)
-    policy = ScriptedPolicy(tokenizer, gold_script([task]), prefix=CALL_PREFIX)
-    policy.script = lambda context: (
-        '<tool_call>{"name": "respond", "arguments": {"message": "Sure, all done."}}</tool_call>'
-    )
-    episodes = EpisodeRunner(policy, user=user, max_turns=5, scoring_workers=0).run(
-        [task], num_generations=2
-    )
-    for episode in episodes:
-        assert episode.termination_reason == "user_stop"
-        assert [m.role for m in episode.messages] == ["assistant", "user", "assistant", "user"]
-        assert episode.messages[1].content == "I want to know about my reservation, thanks."
-        assert episode.reward == 1.0  # airline/0 is trivial: no writes, nothing to communicate
-    assert len(_FakeOpenAI.requests) == 4
-    first = _FakeOpenAI.requests[0]
-    assert first["model"] == "fake-user" and "<scenario>" in first["messages"][0]["content"]
 
 
 def test_litellm_user_errors_end_only_that_episode(tokenizer):

@@ -5,8 +5,7 @@ rollouts, sampling engine, user simulator and LoRA.
 The configuration is data: each field's valid values are one :class:`~tau2.continual_learning.
 rules.Rule` in :data:`RULES`; only checks of several fields are code (``_check_combinations``).
 A bad value fails at construction with a :class:`ConfigError` naming field, value and what is
-allowed. docs/configuration.md lists the fields from the same table and explains the batch shape
-(TRL's batch fields are derived from ours).
+allowed. docs/configuration.md lists the fields from the same table and explains the batch shape.
 """
 
 from __future__ import annotations
@@ -165,6 +164,7 @@ class GRPOConfig(trl.GRPOConfig):
     user_api_base: str | None = _help("OpenAI-compatible base URL of user_llm.")
     user_model_name_or_path: str | None = _help("In-process HF user model.")
     user_temperature: float = _help("User simulator temperature.", 0.0)
+    user_max_new_tokens: int = _help("Longest user reply in tokens.", 128)
     # -- LoRA -------------------------------------------------------------------------------
     use_peft: bool = _help("Train a LoRA adapter (false: full fine-tuning).", True)
     lora_r: int = _help("LoRA rank.", 16)
@@ -438,6 +438,7 @@ RULES: dict[str, Rule] = {
     "user_api_base": Rule(str, none="litellm's default"),
     "user_model_name_or_path": Rule(str, none="the policy model before training"),
     "user_temperature": Rule(float, low=0),
+    "user_max_new_tokens": Rule(int, low=1),
     # LoRA
     "use_peft": Rule(bool),
     "lora_r": _AT_LEAST_1,

@@ -200,17 +200,22 @@ def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | No
     ``user_model_name_or_path`` when set, else the policy model as it is before training (its
     base without the trained adapter, or a frozen copy: see :meth:`HFUser.frozen_base`), so
     the simulated customer never changes while the agent trains. Every user samples at
-    ``user_temperature``."""
+    ``user_temperature``, at most ``user_max_new_tokens`` tokens a reply."""
     mode = config.user_mode
     if mode == "auto":
         mode = "llm" if config.user_llm else ("solo" if config.task_source == "skills" else "hf")
     if mode == "solo":
         return None
+    sampling = {"temperature": config.user_temperature}
     if mode == "llm":
         return LiteLLMUser(
-            config.user_llm, api_base=config.user_api_base, temperature=config.user_temperature
+            config.user_llm,
+            api_base=config.user_api_base,
+            llm_args={"max_tokens": config.user_max_new_tokens},
+            **sampling,
         )
+    sampling["max_new_tokens"] = config.user_max_new_tokens
     if config.user_model_name_or_path:
         user_model, user_tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
-        return HFUser(user_model, user_tokenizer, temperature=config.user_temperature)
-    return HFUser.frozen_base(model, tokenizer, temperature=config.user_temperature)
+        return HFUser(user_model, user_tokenizer, **sampling)
+    return HFUser.frozen_base(model, tokenizer, **sampling)
