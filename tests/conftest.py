@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker (and its subprocesses): two torch processes that each use
+    # every core slow each other down several times over
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 

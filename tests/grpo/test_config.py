@@ -207,9 +207,8 @@ def test_defaults_are_resolved_at_construction_and_round_trip(tmp_path):
 
 
 def test_the_old_rollout_backend_name_still_works_with_a_warning(tmp_path):
-    from tau2.scripts.train_grpo_cl import parse_config
-
     from tau2.continual_learning.sampling_defaults import vllm_available
+    from tau2.scripts.train_grpo_cl import parse_config
 
     with pytest.warns(FutureWarning, match="use sampling_backend='auto'"):
         config = parse_config(["--output_dir", str(tmp_path), "--rollout_backend", "auto"])
