@@ -101,5 +101,6 @@ def test_sharded_weights_are_gathered_whole_and_equal(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, output[-4000:]
 
+
 if __name__ == "__main__":
     main(sys.argv[1])
