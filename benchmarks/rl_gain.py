@@ -243,6 +243,24 @@ def train(
     return trainer, metrics, round(time.perf_counter() - began, 1)
 
 
+def one_domain_config(
+    fields: dict[str, Any], domain: str, seed: int, output_dir: Path
+) -> GRPOConfig:
+    """A one-domain run of the skill tasks of ``domain`` (drawn from ``seed``, as the run's own
+    seed) with no continual algorithm, the other fields from ``fields``."""
+    return GRPOConfig(
+        **{
+            **fields,
+            "domains": [domain],
+            "cl_algorithm": "sequential",
+            "task_source": "skills",
+            "seed": seed,
+            "skills_seed": seed,
+            "output_dir": str(output_dir),
+        }
+    )
+
+
 def warm_start(config: GRPOConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """A seed's warm start (``config``: one domain, ``max_steps_per_domain=0``): the trained
     weights (:func:`adapter_state`) and its ``"warm_start": true`` line."""
@@ -277,18 +295,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     common = json.loads(json.dumps({**(QUICK if args.quick else {}), **dict(args.overrides)}))
 
     def config(seed: int, domain: str, name: str, fields: dict[str, Any]) -> GRPOConfig:
-        return GRPOConfig(
-            **{
-                **common,
-                **fields,
-                "domains": [domain],
-                "cl_algorithm": "sequential",
-                "task_source": "skills",
-                "seed": seed,
-                "skills_seed": seed,
-                "output_dir": str(args.output_dir / f"seed-{seed}" / domain / name),
-            }
-        )
+        folder = args.output_dir / f"seed-{seed}" / domain / name
+        return one_domain_config({**common, **fields}, domain, seed, folder)
 
     def warm_config(seed: int) -> GRPOConfig:
         return config(seed, WARM_START_DOMAIN, "warm_start", {"max_steps_per_domain": 0})

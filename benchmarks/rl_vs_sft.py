@@ -71,7 +71,7 @@ from _cli import SEQUENCE_FIELDS, add_override_argument
 from _results import ResultLines
 from forgetting import SEQUENCE_SETTINGS
 from learning_signal import load_adapter_state
-from rl_gain import WARM_START_DOMAIN, seed_interval, warm_start
+from rl_gain import WARM_START_DOMAIN, one_domain_config, seed_interval, warm_start
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -387,18 +387,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
 
     def config(seed: int, name: str, domain: str, fields: dict[str, Any]) -> GRPOConfig:
-        return GRPOConfig(
-            **{
-                **common,
-                **fields,
-                "domains": [domain],
-                "cl_algorithm": "sequential",
-                "task_source": "skills",
-                "seed": seed,
-                "skills_seed": seed,
-                "output_dir": str(args.output_dir / f"seed-{seed}" / name),
-            }
-        )
+        folder = args.output_dir / f"seed-{seed}" / name
+        return one_domain_config({**common, **fields}, domain, seed, folder)
 
     method_fields = {
         "sft": {"max_steps_per_domain": updates},
