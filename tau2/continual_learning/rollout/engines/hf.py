@@ -151,14 +151,15 @@ class HFPolicy:
 
     def clear_cache(self) -> None:
         """Free the prefix cache, the key/value workspace and a LoRA model's merged copy, and
-        hand the freed memory back to the system (:func:`release_memory`): the runner calls this
-        when a run ends, so none of it holds memory during training steps."""
+        hand the freed memory back to the system (:func:`release_memory`; dropped references,
+        no garbage collection): the runner calls this when a run ends, so none of it holds
+        memory during training steps."""
         self.merged.release()
         self._forward = self.model
         if self.cache is not None:
             self.cache.clear()
             self._workspace.clear()
-        release_memory()
+        release_memory(collect=False)
 
     def generate(
         self, prompts: list[list[int]], sampling: SamplingParams, seed: int | None = None
