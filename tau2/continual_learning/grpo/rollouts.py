@@ -206,15 +206,17 @@ def build_user(config: GRPOConfig, model: Any, tokenizer: Any) -> UserModel | No
         mode = "llm" if config.user_llm else ("solo" if config.task_source == "skills" else "hf")
     if mode == "solo":
         return None
-    sampling = {"temperature": config.user_temperature}
     if mode == "llm":
         return LiteLLMUser(
             config.user_llm,
             api_base=config.user_api_base,
+            temperature=config.user_temperature,
             llm_args={"max_tokens": config.user_max_new_tokens},
-            **sampling,
         )
-    sampling["max_new_tokens"] = config.user_max_new_tokens
+    sampling = {
+        "temperature": config.user_temperature,
+        "max_new_tokens": config.user_max_new_tokens,
+    }
     if config.user_model_name_or_path:
         user_model, user_tokenizer = load_model_and_tokenizer(config.user_model_name_or_path)
         return HFUser(user_model, user_tokenizer, **sampling)
