@@ -1,10 +1,11 @@
 """RL against supervised training on the same new domain: what each forgets of the old one.
 
 Per seed (``seed`` and ``skills_seed``), one run warm-starts ``airline`` on its gold
-demonstrations (``rl_gain.warm_start``: no GRPO step). From those weights ``airline_v2`` (the
-API-migration variant: same tools, renamed and re-shaped arguments) is then learned twice:
+demonstrations (``rl_gain.warm_start``: no GRPO step). From those weights the new domain
+(``--new_domain``: ``airline_v2`` by default, the API-migration variant with the same tools and
+renamed, re-shaped arguments; or ``retail``, ``telecom``) is then learned twice:
 
-* ``sft``: supervised steps on v2's gold demonstrations, the library's warm-start machinery
+* ``sft``: supervised steps on the new domain's gold demonstrations, the library's warm-start machinery
   (``WarmStart.demonstrations`` and ``supervised_steps``) driven in chunks of
   ``--eval_every`` updates with one AdamW kept across chunks (``warm_start_learning_rate``,
   ``warm_start_batch_size`` demonstrations per update, the demonstrations cycled in seeded
@@ -12,32 +13,32 @@ API-migration variant: same tools, renamed and re-shaped arguments) is then lear
 * ``grpo``: GRPO steps from the evaluator's reward alone (``warm_start_demos_per_domain=0``),
   ``learning_rate`` and the other GRPO settings as configured.
 
-Both take ``--updates`` optimizer updates and score the test splits of ``airline`` and
-``airline_v2`` (greedy, as a run's evaluation does) before the first update and after every
+Both take ``--updates`` optimizer updates and score the test splits of ``airline`` and the
+new domain (greedy, as a run's evaluation does) before the first update and after every
 ``--eval_every``-th and the last. Settings are the library defaults under the interference
-sequence's (``tool_arguments_in_prompt=False``, as in ``forgetting.py``: with the arguments in
-the prompt the model reads each version's from it and nothing is forgotten), then ``--quick``
-and ``--set``.
+sequence's for ``airline_v2`` (``tool_arguments_in_prompt=False``, as in ``forgetting.py``:
+with the arguments in the prompt the model reads each version's from it and nothing is
+forgotten; ``NEW_DOMAIN_SETTINGS``), then ``--quick`` and ``--set``.
 
 Output, printed (and flushed) as each run finishes and appended to
 ``<output_dir>/rl_vs_sft.jsonl``:
 
 * per seed, the warm start's ``"warm_start": true`` line (as ``rl_gain.py``'s);
-* per run: ``method``, ``seed``, ``curve`` (``[{"updates", "v2_score", "airline_score"}, ...]``),
-  ``v2_gain`` and ``forgetting`` (airline's score at update 0 minus at the last), ``wall_s``
+* per run: ``method``, ``seed``, ``new_domain``, ``curve`` (``[{"updates", "new_score",
+  "airline_score"}, ...]``), ``new_gain`` and ``forgetting`` (airline's score at update 0 minus at the last), ``wall_s``
   (training and scoring), ``overrides``;
-* per method, ``"summary": true``: ``seeds`` and, for ``v2_gain``, ``forgetting`` and ``wall_s``,
+* per method, ``"summary": true``: ``seeds`` and, for ``new_gain``, ``forgetting`` and ``wall_s``,
   the mean, seed-std (``_std``) and 95% t-interval over seeds (``_ci95``);
-* with both methods, ``"matched": true``: airline's forgetting at matched v2 score. Per seed,
-  the levels are ``LEVELS`` evenly spaced v2 scores above the start up to the lower of the two
-  runs' best; each run's airline score at a level is taken when its v2 score first reaches it
+* with both methods, ``"matched": true``: airline's forgetting at matched new-domain score.
+  Per seed, the levels are ``LEVELS`` evenly spaced new-domain scores above the start up to the lower of the two
+  runs' best; each run's airline score at a level is taken when its new-domain score first reaches it
   (linear between probes). ``difference`` = mean over levels of SFT's forgetting minus GRPO's
-  (> 0: supervised training forgot more at the same v2 score); ``null`` for a seed whose GRPO
+  (> 0: supervised training forgot more at the same new-domain score); ``null`` for a seed whose GRPO
   or SFT run never rose above the start. ``difference_mean``, ``_std``, ``_ci95`` over seeds.
 
-The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against v2's (x) along
+The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's (x) along
 each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
-higher at the same v2 score forgets less).
+higher at the same new-domain score forgets less).
 
     python benchmarks/rl_vs_sft.py                            # 3 seeds, 30 updates each
     python benchmarks/rl_vs_sft.py --quick                    # smoke test
@@ -88,29 +89,39 @@ logger = logging.getLogger("benchmarks.rl_vs_sft")
 
 OLD = WARM_START_DOMAIN
 NEW = "airline_v2"
+"""The default new domain."""
+NEW_DOMAINS = ("airline_v2", "retail", "telecom")
+NEW_DOMAIN_SETTINGS: dict[str, dict[str, Any]] = {"airline_v2": SEQUENCE_SETTINGS["interference"]}
+"""New domain -> the GRPOConfig fields it runs under (under ``--set``, over the defaults)."""
 METHODS = ("sft", "grpo")
 SEEDS = (0, 1, 2)
 UPDATES = 30
 EVAL_EVERY = 5
 LEVELS = 4
-"""v2 score levels per seed at which forgetting is compared."""
+"""New-domain score levels per seed at which forgetting is compared."""
 QUICK: dict[str, Any] = {"eval_tasks_per_domain": 4, "warm_start_demos_per_domain": 4}
 """``--quick``'s overrides (plus seed 0, 2 updates scored after each)."""
-SUMMARISED = ("v2_gain", "forgetting", "wall_s")
+SUMMARISED = ("new_gain", "forgetting", "wall_s")
 RESULTS_FILE = "rl_vs_sft.jsonl"
 FIGURE_FILE = "rl_vs_sft.png"
 
 Point = dict[str, float]
-"""A curve point: ``updates``, ``v2_score``, ``airline_score``."""
+"""A curve point: ``updates``, ``new_score``, ``airline_score``."""
 
 
-def point(updates: int, v2: float, airline: float) -> Point:
-    return {"updates": updates, "v2_score": v2, "airline_score": airline}
+def point(updates: int, new: float, airline: float) -> Point:
+    return {"updates": updates, "new_score": new, "airline_score": airline}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--new_domain",
+        choices=NEW_DOMAINS,
+        default=NEW,
+        help=f"learned after airline (default: {NEW})",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument(
@@ -157,24 +168,25 @@ def scorer(trainer: GRPOTrainer) -> Callable[[str], Score]:
 def sft_run(
     config: GRPOConfig, weights: dict[str, Any], updates: int, every: int, start: dict | None
 ) -> tuple[list[Point], dict[str, Score], dict[str, Any]]:
-    """Supervised steps on ``NEW``'s demonstrations from ``weights``, scored every ``every``
-    updates: the curve, the scores at update 0 and what was trained."""
+    """Supervised steps on the demonstrations of ``config``'s domain from ``weights``, scored
+    every ``every`` updates: the curve, the scores at update 0 and what was trained."""
     import torch
 
+    new = config.domains[0]
     trainer = GRPOTrainer(config)
     load_adapter_state(trainer.model, weights)
     score = scorer(trainer)
-    start = start or {d: score(d) for d in (OLD, NEW)}
-    demos = trainer.warm_start.demonstrations(NEW, trainer.tasks(NEW, "train")).episodes
+    start = start or {d: score(d) for d in (OLD, new)}
+    demos = trainer.warm_start.demonstrations(new, trainer.tasks(new, "train")).episodes
     if not demos:
-        raise RuntimeError(f"sft: no {NEW} gold demonstration scored 1.0 and fit the context")
+        raise RuntimeError(f"sft: no {new} gold demonstration scored 1.0 and fit the context")
     seeds = Seeds(config.seed)
     stream = demonstration_stream(demos, seeds.warm_start(0, WarmStartDraw.ORDER))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(  # one warm-start optimizer across the chunks
         params, lr=config.warm_start_learning_rate, weight_decay=config.weight_decay
     )
-    curve = [point(0, start[NEW].mean, start[OLD].mean)]
+    curve = [point(0, start[new].mean, start[OLD].mean)]
     done = skipped = 0
     while done < updates:
         chunk = min(every, updates - done)
@@ -194,21 +206,27 @@ def sft_run(
         )
         done += chunk
         skipped += result.skipped_steps
-        curve.append(point(done, score(NEW).mean, score(OLD).mean))
+        curve.append(point(done, score(new).mean, score(OLD).mean))
     del trainer
     gc.collect()
     return curve, start, {"demos": len(demos), "skipped_steps": skipped}
 
 
 class Probes(SequentialCL):
-    """Sequential GRPO on ``NEW`` that scores both test splits every ``every`` steps; at the
-    last step only ``OLD`` (the run's own final evaluation scores ``NEW``), and ``OLD`` before
-    the first step unless given (the run's baseline scores ``NEW``)."""
+    """Sequential GRPO on ``new`` that scores both test splits every ``every`` steps; at the
+    last step only ``OLD`` (the run's own final evaluation scores ``new``), and ``OLD`` before
+    the first step unless given (the run's baseline scores ``new``)."""
 
     def __init__(
-        self, score: Callable[[str], Score], every: int, last_step: int, start: float | None
+        self,
+        score: Callable[[str], Score],
+        new: str,
+        every: int,
+        last_step: int,
+        start: float | None,
     ) -> None:
         super().__init__()
+        self.new = new
         self.score = score
         self.every = every
         self.last_step = last_step
@@ -225,7 +243,7 @@ class Probes(SequentialCL):
         if step == self.last_step:
             self.end_airline = self.score(OLD).mean
         elif step % self.every == 0:
-            self.points.append(point(step, self.score(NEW).mean, self.score(OLD).mean))
+            self.points.append(point(step, self.score(self.new).mean, self.score(OLD).mean))
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointed state without the scorer (it holds the trainer)."""
@@ -237,14 +255,16 @@ class Probes(SequentialCL):
 def grpo_run(
     config: GRPOConfig, weights: dict[str, Any], updates: int, every: int, start: dict | None
 ) -> tuple[list[Point], dict[str, Score], dict[str, Any]]:
-    """GRPO steps on ``NEW`` from ``weights``, no demonstrations, scored every ``every``
+    """GRPO steps on ``config``'s domain from ``weights``, no demonstrations, scored every ``every``
     steps: the curve, ``start`` as given (the last method of a seed) and the mean informative
     share."""
     trainer = GRPOTrainer(config)
     load_adapter_state(trainer.model, weights)
     if start is not None:
-        trainer.record.set_baseline([start[NEW]])
-    probes = Probes(scorer(trainer), every, updates, start[OLD].mean if start else None)
+        trainer.record.set_baseline([start[config.domains[0]]])
+    probes = Probes(
+        scorer(trainer), config.domains[0], every, updates, start[OLD].mean if start else None
+    )
     trainer.cl_algorithm = probes
     metrics = trainer.train()
     stats = metrics["step_stats"]
@@ -260,28 +280,29 @@ def grpo_run(
     return curve, start, {"informative_share": share}
 
 
-# -- forgetting at matched v2 score --------------------------------------------------------------
+# -- forgetting at matched new-domain score ------------------------------------------------------
 def airline_at(curve: Sequence[Point], level: float) -> float | None:
-    """Airline's score when the run's v2 score first reaches ``level`` (linear between the two
+    """Airline's score when the run's new-domain score first reaches ``level`` (linear between the two
     probes around it); ``None`` if it never does."""
     previous = None
     for p in curve:
-        if p["v2_score"] >= level:
+        if p["new_score"] >= level:
             if previous is None:
                 return p["airline_score"]
-            span = p["v2_score"] - previous["v2_score"]
-            t = (level - previous["v2_score"]) / span
+            span = p["new_score"] - previous["new_score"]
+            t = (level - previous["new_score"]) / span
             return previous["airline_score"] + t * (p["airline_score"] - previous["airline_score"])
         previous = p
     return None
 
 
 def matched_forgetting(sft: Sequence[Point], grpo: Sequence[Point], seed: int) -> dict[str, Any]:
-    """One seed's forgetting of both methods at ``LEVELS`` v2 scores both runs reach above
+    """One seed's forgetting of both methods at ``LEVELS`` new-domain scores both runs
+    reach above
     their start, and its mean difference (SFT's minus GRPO's)."""
-    low = max(sft[0]["v2_score"], grpo[0]["v2_score"])
-    high = min(max(p["v2_score"] for p in sft), max(p["v2_score"] for p in grpo))
-    row: dict[str, Any] = {"seed": seed, "v2_range": None, "difference": None}
+    low = max(sft[0]["new_score"], grpo[0]["new_score"])
+    high = min(max(p["new_score"] for p in sft), max(p["new_score"] for p in grpo))
+    row: dict[str, Any] = {"seed": seed, "new_range": None, "difference": None}
     if high <= low:
         return row
     levels = [low + (high - low) * k / LEVELS for k in range(1, LEVELS + 1)]
@@ -291,7 +312,7 @@ def matched_forgetting(sft: Sequence[Point], grpo: Sequence[Point], seed: int) -
     }
     return {
         "seed": seed,
-        "v2_range": [low, high],
+        "new_range": [low, high],
         "levels": levels,
         "sft_forgetting": forgot["sft"],
         "grpo_forgetting": forgot["grpo"],
@@ -328,8 +349,8 @@ def summary(method: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def plot(lines: Sequence[dict[str, Any]], path: Path) -> None:
-    """Airline's score against v2's along each run, one line per method and seed."""
+def plot(lines: Sequence[dict[str, Any]], new: str, path: Path) -> None:
+    """Airline's score against the new domain's along each run, one line per method and seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,7 +363,7 @@ def plot(lines: Sequence[dict[str, Any]], path: Path) -> None:
     for line in lines:
         curve = line["curve"]
         ax.plot(
-            [p["v2_score"] for p in curve],
+            [p["new_score"] for p in curve],
             [p["airline_score"] for p in curve],
             color=colours[line["method"]],
             marker=markers[seeds.index(line["seed"]) % len(markers)],
@@ -350,8 +371,8 @@ def plot(lines: Sequence[dict[str, Any]], path: Path) -> None:
             alpha=0.8,
             label=f"{line['method']} seed {line['seed']}",
         )
-        ax.plot(curve[0]["v2_score"], curve[0]["airline_score"], "k*", markersize=9)
-    ax.set_xlabel(f"{NEW} pass^1 (learned)")
+        ax.plot(curve[0]["new_score"], curve[0]["airline_score"], "k*", markersize=9)
+    ax.set_xlabel(f"{new} pass^1 (learned)")
     ax.set_ylabel(f"{OLD} pass^1 (kept)")
     ax.set_title("Old domain kept against new domain learned\n(star: after the airline warm start)")
     ax.set_xlim(-0.02, 1.02)
@@ -379,7 +400,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     common = json.loads(
         json.dumps(
             {
-                **SEQUENCE_SETTINGS["interference"],
+                **NEW_DOMAIN_SETTINGS.get(args.new_domain, {}),
                 **(QUICK if args.quick else {}),
                 **dict(args.overrides),
             }
@@ -398,7 +419,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for seed in seeds:
             config(seed, "warm_start", OLD, {"max_steps_per_domain": 0})
             for method in methods:
-                config(seed, method, NEW, method_fields[method])
+                config(seed, method, args.new_domain, method_fields[method])
     except (TypeError, ValueError) as err:
         parser.error(str(err))
 
@@ -416,7 +437,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 emit(line)
                 start = None  # the scores at update 0, shared by the seed's runs
                 continue
-            cfg = config(seed, name, NEW, method_fields[name])
+            cfg = config(seed, name, args.new_domain, method_fields[name])
             shutil.rmtree(cfg.output_dir, ignore_errors=True)
             began = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs: stdout is ours
@@ -424,8 +445,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             line = {
                 "method": name,
                 "seed": seed,
+                "new_domain": args.new_domain,
                 "curve": curve,
-                "v2_gain": curve[-1]["v2_score"] - curve[0]["v2_score"],
+                "new_gain": curve[-1]["new_score"] - curve[0]["new_score"],
                 "forgetting": curve[0]["airline_score"] - curve[-1]["airline_score"],
                 "wall_s": round(time.perf_counter() - began, 1),
                 **extra,
@@ -434,14 +456,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             runs[name, seed] = line
             emit(line)
             logger.info(
-                "seed %d %s: v2 %+.3f, airline forgetting %+.3f, %.0f s",
-                seed, name, line["v2_gain"], line["forgetting"], line["wall_s"],
+                "seed %d %s: %s %+.3f, airline forgetting %+.3f, %.0f s",
+                seed, name, args.new_domain, line["new_gain"], line["forgetting"], line["wall_s"],
             )  # fmt: skip
     for method in methods:
         emit(summary(method, [runs[method, s] for s in seeds]))
     if set(METHODS) <= set(methods):
         emit(matched_line(runs, seeds))
-    plot(list(runs.values()), args.output_dir / FIGURE_FILE)
+    plot(list(runs.values()), args.new_domain, args.output_dir / FIGURE_FILE)
     logger.info("figure written to %s", args.output_dir / FIGURE_FILE)
     return results_lines.printed
 

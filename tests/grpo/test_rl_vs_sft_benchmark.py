@@ -26,7 +26,7 @@ def test_quick_learns_v2_both_ways_from_one_warm_start(
     warm, sft, grpo, sft_summary, grpo_summary, matched = lines
     assert warm["warm_start"] and (warm["seed"], warm["domain"]) == (0, "airline")
     for line, method in ((sft, "sft"), (grpo, "grpo")):
-        assert (line["method"], line["seed"]) == (method, 0)
+        assert (line["method"], line["seed"], line["new_domain"]) == (method, 0, "airline_v2")
         assert [p["updates"] for p in line["curve"]] == [0, 1]
         assert line["overrides"]["tool_arguments_in_prompt"] is False  # the interference setting
     # both start from the same warm-started weights: the same scores at update 0, airline's
@@ -34,7 +34,7 @@ def test_quick_learns_v2_both_ways_from_one_warm_start(
     assert sft["curve"][0] == grpo["curve"][0]
     assert sft["curve"][0]["airline_score"] == warm["warm_started"]
     assert sft["demos"] >= 1 and grpo["overrides"]["warm_start_demos_per_domain"] == 0
-    assert sft_summary["summary"] and sft_summary["v2_gain_mean"] == sft["v2_gain"]
+    assert sft_summary["summary"] and sft_summary["new_gain_mean"] == sft["new_gain"]
     assert grpo_summary["forgetting_mean"] == grpo["forgetting"]
     assert matched["matched"] and [row["seed"] for row in matched["per_seed"]] == [0]
     assert (tmp_path / "rl_vs_sft.png").stat().st_size > 0
@@ -42,7 +42,7 @@ def test_quick_learns_v2_both_ways_from_one_warm_start(
 
 def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
     def curve(*pairs):
-        return [{"updates": i, "v2_score": v, "airline_score": a} for i, (v, a) in enumerate(pairs)]
+        return [{"updates": i, "new_score": v, "airline_score": a} for i, (v, a) in enumerate(pairs)]
 
     sft = curve((0.0, 0.8), (0.4, 0.4), (0.8, 0.2))
     grpo = curve((0.0, 0.8), (0.2, 0.8), (0.1, 0.6), (0.4, 0.7))
@@ -50,7 +50,7 @@ def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
     assert bench.airline_at(grpo, 0.2) == pytest.approx(0.8)  # first reached, not the later dip
     assert bench.airline_at(grpo, 0.5) is None
     row = bench.matched_forgetting(sft, grpo, seed=3)
-    assert row["v2_range"] == [0.0, 0.4]  # up to the lower of the two runs' best
+    assert row["new_range"] == [0.0, 0.4]  # up to the lower of the two runs' best
     assert row["levels"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert row["sft_forgetting"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     # 0.3 is first reached between (0.1, 0.6) and (0.4, 0.7): two thirds of the way
@@ -69,6 +69,7 @@ def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
         (["--set", "max_steps_per_domain=3"], "set by the benchmark"),
         (["--set", "warm_start_demos_per_domain=0"], "warm_start_demos_per_domain > 0"),
         (["--methods", "dpo"], "invalid choice"),
+        (["--new_domain", "airline"], "invalid choice"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_run(bench, tmp_path, capsys, argv, message):
