@@ -102,10 +102,14 @@ class GRPOStep:
         self.replay_slots = 0
         """Task groups of the step being composed that are offered for replay."""
         self.curriculum = (
-            PassRateCurriculum(seeds.curriculum()) if config.curriculum == "pass_rate" else None
+            PassRateCurriculum(seeds.curriculum(), window=config.num_samples_per_prompt)
+            if config.curriculum == "pass_rate"
+            else None
         )
         """The run's pass-rate curriculum (``curriculum="pass_rate"``), else ``None``; its
-        state is part of the run's checkpoints."""
+        state is part of the run's checkpoints. A task's rate is its latest group's (the
+        window is the group size): a task the policy has come to solve every time leaves the
+        informative tier instead of being drawn again and again on its old failures."""
         self._gold: dict[str, Episode | None] = {}
 
     def compose_batch(
