@@ -42,7 +42,9 @@ def test_quick_learns_v2_both_ways_from_one_warm_start(
 
 def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
     def curve(*pairs):
-        return [{"updates": i, "new_score": v, "airline_score": a} for i, (v, a) in enumerate(pairs)]
+        return [
+            {"updates": i, "new_score": v, "airline_score": a} for i, (v, a) in enumerate(pairs)
+        ]
 
     sft = curve((0.0, 0.8), (0.4, 0.4), (0.8, 0.2))
     grpo = curve((0.0, 0.8), (0.2, 0.8), (0.1, 0.6), (0.4, 0.7))
