@@ -5,7 +5,8 @@ demonstrations (``rl_gain.warm_start``: no GRPO step). From those weights the ne
 (``--new_domain``: ``airline_v2`` by default, the API-migration variant with the same tools and
 renamed, re-shaped arguments; or ``retail``, ``telecom``) is then learned twice:
 
-* ``sft``: supervised steps on the new domain's gold demonstrations, the library's warm-start machinery
+* ``sft``: supervised steps on the new domain's gold demonstrations, the library's warm-start
+  machinery
   (``WarmStart.demonstrations`` and ``supervised_steps``) driven in chunks of
   ``--eval_every`` updates with one AdamW kept across chunks (``warm_start_learning_rate``,
   ``warm_start_batch_size`` demonstrations per update, the demonstrations cycled in seeded
@@ -25,18 +26,22 @@ Output, printed (and flushed) as each run finishes and appended to
 
 * per seed, the warm start's ``"warm_start": true`` line (as ``rl_gain.py``'s);
 * per run: ``method``, ``seed``, ``new_domain``, ``curve`` (``[{"updates", "new_score",
-  "airline_score"}, ...]``), ``new_gain`` and ``forgetting`` (airline's score at update 0 minus at the last), ``wall_s``
+  "airline_score"}, ...]``), ``new_gain`` and ``forgetting`` (airline's score at update 0 minus
+  at the last), ``wall_s``
   (training and scoring), ``overrides``;
 * per method, ``"summary": true``: ``seeds`` and, for ``new_gain``, ``forgetting`` and ``wall_s``,
   the mean, seed-std (``_std``) and 95% t-interval over seeds (``_ci95``);
 * with both methods, ``"matched": true``: airline's forgetting at matched new-domain score.
-  Per seed, the levels are ``LEVELS`` evenly spaced new-domain scores above the start up to the lower of the two
-  runs' best; each run's airline score at a level is taken when its new-domain score first reaches it
+  Per seed, the levels are ``LEVELS`` evenly spaced new-domain scores above the start up to the
+  lower of the two runs' best; each run's airline score at a level is taken when its
+  new-domain score first reaches it
   (linear between probes). ``difference`` = mean over levels of SFT's forgetting minus GRPO's
-  (> 0: supervised training forgot more at the same new-domain score); ``null`` for a seed whose GRPO
+  (> 0: supervised training forgot more at the same new-domain score); ``null`` for a seed
+  whose GRPO
   or SFT run never rose above the start. ``difference_mean``, ``_std``, ``_ci95`` over seeds.
 
-The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's (x) along
+The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's
+(x) along
 each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
 higher at the same new-domain score forgets less).
 
@@ -213,20 +218,15 @@ def sft_run(
 
 
 class Probes(SequentialCL):
-    """Sequential GRPO on ``new`` that scores both test splits every ``every`` steps; at the
-    last step only ``OLD`` (the run's own final evaluation scores ``new``), and ``OLD`` before
-    the first step unless given (the run's baseline scores ``new``)."""
+    """Sequential GRPO on the new domain (the hooks' ``domain``) that scores both test splits
+    every ``every`` steps; at the last step only ``OLD`` (the run's own final evaluation scores
+    the new domain), and ``OLD`` before the first step unless given (the run's baseline scores
+    the new domain)."""
 
     def __init__(
-        self,
-        score: Callable[[str], Score],
-        new: str,
-        every: int,
-        last_step: int,
-        start: float | None,
+        self, score: Callable[[str], Score], every: int, last_step: int, start: float | None
     ) -> None:
         super().__init__()
-        self.new = new
         self.score = score
         self.every = every
         self.last_step = last_step
@@ -243,7 +243,7 @@ class Probes(SequentialCL):
         if step == self.last_step:
             self.end_airline = self.score(OLD).mean
         elif step % self.every == 0:
-            self.points.append(point(step, self.score(self.new).mean, self.score(OLD).mean))
+            self.points.append(point(step, self.score(domain).mean, self.score(OLD).mean))
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointed state without the scorer (it holds the trainer)."""
@@ -262,9 +262,7 @@ def grpo_run(
     load_adapter_state(trainer.model, weights)
     if start is not None:
         trainer.record.set_baseline([start[config.domains[0]]])
-    probes = Probes(
-        scorer(trainer), config.domains[0], every, updates, start[OLD].mean if start else None
-    )
+    probes = Probes(scorer(trainer), every, updates, start[OLD].mean if start else None)
     trainer.cl_algorithm = probes
     metrics = trainer.train()
     stats = metrics["step_stats"]

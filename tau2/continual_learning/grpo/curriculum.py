@@ -15,8 +15,8 @@ different tasks of a large tier get their turn from step to step. ``window`` kee
 task's latest rewards, so a rate follows the policy as it changes; the trainer sets it to the
 group size, so a task's tier is that of its latest group. Without a window a task that was once
 informative stays so after the policy has learned it (rewards 0, 1, 1, 1, ... never average 1),
-and the informative tier fills every step with the same few learned tasks. Rewards are tau2's (binary);
-record those, not a shaped training reward.
+and the informative tier fills every step with the same few learned tasks. Rewards are tau2's
+(binary); record those, not a shaped training reward.
 """
 
 from __future__ import annotations
