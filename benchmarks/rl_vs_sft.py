@@ -14,6 +14,13 @@ renamed, re-shaped arguments; or ``retail``, ``telecom``) is then learned twice:
 * ``grpo``: GRPO steps from the evaluator's reward alone (``warm_start_demos_per_domain=0``),
   ``learning_rate`` and the other GRPO settings as configured.
 
+With ``--sft_first N`` both methods start later: the warm-started weights first take ``N``
+supervised updates on the new domain's demonstrations (as ``sft`` does), and ``sft`` and ``grpo``
+go on from there. This is the switch from supervised training to RL once the policy solves some
+new tasks (where reward alone finds nothing, as on ``airline_v2`` with its arguments hidden, a
+policy that already succeeds sometimes gives GRPO groups with signal), and it compares what each
+method forgets *from then on*.
+
 Both take ``--updates`` optimizer updates and score the test splits of ``airline`` and the
 new domain (greedy, as a run's evaluation does) before the first update and after every
 ``--eval_every``-th and the last. Settings are the library defaults under the interference
@@ -24,11 +31,13 @@ forgotten; ``NEW_DOMAIN_SETTINGS``), then ``--quick`` and ``--set``.
 Output, printed (and flushed) as each run finishes and appended to
 ``<output_dir>/rl_vs_sft.jsonl``:
 
-* per seed, the warm start's ``"warm_start": true`` line (as ``rl_gain.py``'s);
+* per seed, the warm start's ``"warm_start": true`` line (as ``rl_gain.py``'s), and with
+  ``--sft_first`` the shared supervised start's ``"sft_first": true`` line (``seed``,
+  ``new_domain``, ``updates``, ``curve``, ``wall_s``);
 * per run: ``method``, ``seed``, ``new_domain``, ``curve`` (``[{"updates", "new_score",
   "airline_score"}, ...]``), ``new_gain`` and ``forgetting`` (airline's score at update 0 minus
   at the last), ``wall_s``
-  (training and scoring), ``overrides``;
+  (training and scoring), ``sft_first`` (the shared supervised updates before it), ``overrides``;
 * per method, ``"summary": true``: ``seeds`` and, for ``new_gain``, ``forgetting`` and ``wall_s``,
   the mean, seed-std (``_std``) and 95% t-interval over seeds (``_ci95``);
 * with both methods, ``"matched": true``: airline's forgetting at matched new-domain score.
@@ -43,10 +52,11 @@ Output, printed (and flushed) as each run finishes and appended to
 The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's
 (x) along
 each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
-higher at the same new-domain score forgets less).
+higher at the same new-domain score forgets less); a shared supervised start is drawn in grey.
 
     python benchmarks/rl_vs_sft.py                            # 3 seeds, 30 updates each
     python benchmarks/rl_vs_sft.py --quick                    # smoke test
+    python benchmarks/rl_vs_sft.py --sft_first 10 --updates 20 --eval_every 10
     python benchmarks/rl_vs_sft.py --seeds 0 --methods grpo --updates 40 --eval_every 10 \\
         --set learning_rate=3e-4
 """
@@ -76,7 +86,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _cli import SEQUENCE_FIELDS, add_override_argument
 from _results import ResultLines
 from forgetting import SEQUENCE_SETTINGS
-from learning_signal import load_adapter_state
+from learning_signal import adapter_state, load_adapter_state
 from rl_gain import WARM_START_DOMAIN, one_domain_config, seed_interval, warm_start
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -141,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"score both test splits every N updates (default: {EVAL_EVERY})",
     )
     parser.add_argument(
+        "--sft_first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="both methods start after N shared supervised updates on the new domain "
+        "(default: 0, from the airline warm start)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke test: seed 0, 2 updates scored after each, {QUICK} "
@@ -174,7 +192,8 @@ def sft_run(
     config: GRPOConfig, weights: dict[str, Any], updates: int, every: int, start: dict | None
 ) -> tuple[list[Point], dict[str, Score], dict[str, Any]]:
     """Supervised steps on the demonstrations of ``config``'s domain from ``weights``, scored
-    every ``every`` updates: the curve, the scores at update 0 and what was trained."""
+    every ``every`` updates: the curve, the scores at update 0 and what was trained (with the
+    trained ``weights`` and the last scores, ``end``, for a run that goes on from them)."""
     import torch
 
     new = config.domains[0]
@@ -211,10 +230,13 @@ def sft_run(
         )
         done += chunk
         skipped += result.skipped_steps
-        curve.append(point(done, score(new).mean, score(OLD).mean))
+        end = {new: score(new), OLD: score(OLD)}
+        curve.append(point(done, end[new].mean, end[OLD].mean))
+    trained = adapter_state(trainer.model)
     del trainer
     gc.collect()
-    return curve, start, {"demos": len(demos), "skipped_steps": skipped}
+    extra = {"demos": len(demos), "skipped_steps": skipped, "weights": trained, "end": end}
+    return curve, start, extra
 
 
 class Probes(SequentialCL):
@@ -354,25 +376,27 @@ def plot(lines: Sequence[dict[str, Any]], new: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"sft": "tab:red", "grpo": "tab:blue"}
+    colours = {"sft": "tab:red", "grpo": "tab:blue", "sft_first": "tab:gray"}
     markers = "osD^v<>"
     seeds = sorted({x["seed"] for x in lines})
     fig, ax = plt.subplots(figsize=(6, 5))
     for line in lines:
         curve = line["curve"]
+        name = "sft_first" if line.get("sft_first") is True else line["method"]
         ax.plot(
             [p["new_score"] for p in curve],
             [p["airline_score"] for p in curve],
-            color=colours[line["method"]],
+            color=colours[name],
+            linestyle="--" if name == "sft_first" else "-",
             marker=markers[seeds.index(line["seed"]) % len(markers)],
             markersize=4,
             alpha=0.8,
-            label=f"{line['method']} seed {line['seed']}",
+            label=f"{name} seed {line['seed']}",
         )
         ax.plot(curve[0]["new_score"], curve[0]["airline_score"], "k*", markersize=9)
     ax.set_xlabel(f"{new} pass^1 (learned)")
     ax.set_ylabel(f"{OLD} pass^1 (kept)")
-    ax.set_title("Old domain kept against new domain learned\n(star: after the airline warm start)")
+    ax.set_title("Old domain kept against new domain learned\n(star: where a run starts)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
@@ -380,6 +404,27 @@ def plot(lines: Sequence[dict[str, Any]], new: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def shared_sft_start(
+    config: GRPOConfig, weights: dict[str, Any], updates: int
+) -> tuple[dict[str, Any], dict[str, Score], dict[str, Any]]:
+    """``updates`` supervised updates on the new domain from ``weights`` (``--sft_first``): the
+    weights both methods go on from, their scores there (update 0 of both runs) and the
+    ``"sft_first": true`` line."""
+    shutil.rmtree(config.output_dir, ignore_errors=True)
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        curve, _, extra = sft_run(config, weights, updates, updates, None)
+    line = {
+        "sft_first": True,
+        "seed": config.seed,
+        "new_domain": config.domains[0],
+        "updates": updates,
+        "curve": curve,
+        "wall_s": round(time.perf_counter() - began, 1),
+    }
+    return extra["weights"], extra["end"], line
 
 
 # -- the benchmark -------------------------------------------------------------------------------
@@ -395,6 +440,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         parser.error(f"--updates must be >= 1, got {updates}")
     if every < 1:
         parser.error(f"--eval_every must be >= 1, got {every}")
+    if args.sft_first < 0:
+        parser.error(f"--sft_first must be >= 0, got {args.sft_first}")
     common = json.loads(
         json.dumps(
             {
@@ -416,6 +463,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     try:  # every config is checked before the first run starts
         for seed in seeds:
             config(seed, "warm_start", OLD, {"max_steps_per_domain": 0})
+            config(seed, "sft_first", args.new_domain, method_fields["sft"])
             for method in methods:
                 config(seed, method, args.new_domain, method_fields[method])
     except (TypeError, ValueError) as err:
@@ -426,6 +474,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     run_method = {"sft": sft_run, "grpo": grpo_run}
     runs: dict[tuple[str, int], dict[str, Any]] = {}
+    shared_starts: list[dict[str, Any]] = []
     plan = [(seed, name) for seed in seeds for name in ("warm_start", *methods)]
     with logging_redirect_tqdm(), tqdm(plan, desc="rl-vs-sft runs", unit="run") as bar:
         for seed, name in bar:
@@ -434,12 +483,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 weights, line = warm_start(config(seed, name, OLD, {"max_steps_per_domain": 0}))
                 emit(line)
                 start = None  # the scores at update 0, shared by the seed's runs
+                if args.sft_first:
+                    weights, start, line = shared_sft_start(
+                        config(seed, "sft_first", args.new_domain, method_fields["sft"]),
+                        weights,
+                        args.sft_first,
+                    )
+                    shared_starts.append(line)
+                    emit(line)
                 continue
             cfg = config(seed, name, args.new_domain, method_fields[name])
             shutil.rmtree(cfg.output_dir, ignore_errors=True)
             began = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs: stdout is ours
                 curve, start, extra = run_method[name](cfg, weights, updates, every, start)
+            extra.pop("weights", None)
+            extra.pop("end", None)
             line = {
                 "method": name,
                 "seed": seed,
@@ -449,6 +508,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "forgetting": curve[0]["airline_score"] - curve[-1]["airline_score"],
                 "wall_s": round(time.perf_counter() - began, 1),
                 **extra,
+                "sft_first": args.sft_first,
                 "overrides": {**common, **method_fields[name]},
             }
             runs[name, seed] = line
@@ -461,7 +521,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         emit(summary(method, [runs[method, s] for s in seeds]))
     if set(METHODS) <= set(methods):
         emit(matched_line(runs, seeds))
-    plot(list(runs.values()), args.new_domain, args.output_dir / FIGURE_FILE)
+    plot([*shared_starts, *runs.values()], args.new_domain, args.output_dir / FIGURE_FILE)
     logger.info("figure written to %s", args.output_dir / FIGURE_FILE)
     return results_lines.printed
 

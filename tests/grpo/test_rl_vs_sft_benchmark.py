@@ -40,6 +40,23 @@ def test_quick_learns_v2_both_ways_from_one_warm_start(
     assert (tmp_path / "rl_vs_sft.png").stat().st_size > 0
 
 
+def test_sft_first_starts_both_methods_where_shared_supervised_updates_left_off(
+    bench, tmp_path, tiny_model_dir, capsys, tiny_benchmark_settings
+):
+    argv = ["--quick", "--updates", "1", "--sft_first", "2", "--output_dir", str(tmp_path)]
+    argv += ["--set", f"model_name_or_path={tiny_model_dir}"]
+    lines = bench.main([*argv, *tiny_benchmark_settings(eval_tasks=1, demos=2)])
+    warm, shared, sft, grpo = lines[:4]
+    assert shared["sft_first"] is True and shared["updates"] == 2
+    assert [p["updates"] for p in shared["curve"]] == [0, 2]
+    assert shared["curve"][0]["airline_score"] == warm["warm_started"]
+    for line in (sft, grpo):  # update 0 of each is the shared start's last point
+        assert line["sft_first"] == 2
+        assert line["curve"][0] == {**shared["curve"][-1], "updates": 0}
+        assert [p["updates"] for p in line["curve"]] == [0, 1]
+    assert (tmp_path / "rl_vs_sft.png").stat().st_size > 0
+
+
 def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
     def curve(*pairs):
         return [
@@ -68,6 +85,7 @@ def test_forgetting_is_compared_where_both_runs_first_reach_a_v2_score(bench):
     [
         (["--updates", "0"], "--updates must be >= 1"),
         (["--eval_every", "0"], "--eval_every must be >= 1"),
+        (["--sft_first", "-1"], "--sft_first must be >= 0"),
         (["--set", "max_steps_per_domain=3"], "set by the benchmark"),
         (["--set", "warm_start_demos_per_domain=0"], "warm_start_demos_per_domain > 0"),
         (["--methods", "dpo"], "invalid choice"),
