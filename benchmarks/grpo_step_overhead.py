@@ -7,9 +7,12 @@ text) and generates them itself; ours goes through ``rollout_func``, the batched
 tau2's evaluators, the trajectory buffer and the CL hooks. Both sides train on the same reward,
 :func:`reward` of the completion's text (the tiny model earns no tau2 reward, and our trainer
 leaves out the passes of groups without signal, so a reward only bare TRL's groups vary in would
-compare unequal work); ours still pays for tau2's scoring. The first ``--warmup`` steps are
-excluded. Prints one JSON line: ``ours_s_per_step``, ``trl_s_per_step``,
-``ratio`` (goal <= 1.10) and the settings.
+compare unequal work); ours still pays for tau2's scoring. Both run at the same precision
+(``--bf16``: bf16 autocast where the CPU supports it, as the library's default, else float32)
+and train the same parameters: a fresh LoRA adapter of our config's rank, alpha, dropout and
+target modules (``--full`` on both sides: every weight).
+The first ``--warmup`` steps are excluded. Prints one JSON line: ``ours_s_per_step``,
+``trl_s_per_step``, ``ratio`` (goal <= 1.10) and the settings.
 
     python benchmarks/grpo_step_overhead.py [--steps 6] [--groups 2] [--group-size 4]
 """
@@ -23,13 +26,16 @@ import tempfile
 import time
 import zlib
 
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tau2.continual_learning  # noqa: F401  (import hygiene first)
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.continual_learning import SequentialCL
+from tau2.continual_learning.grpo.config import bf16_supported
 from tau2.continual_learning.grpo.trl_trainer import REWARD_FIELD
-from tau2.continual_learning.model_loading import load_tokenizer
+from tau2.continual_learning.model_loading import load_tokenizer, wrap_lora
 from tau2.continual_learning.rollout import EpisodeRunner, HFPolicy, load_tasks
 from tau2.continual_learning.tiny_model import build_tiny_model
 
@@ -71,6 +77,8 @@ def run_ours(args, tokenizer, out: str) -> float:
         max_new_tokens_per_turn=args.max_new_tokens,
         report_to=[],
         seed=0,
+        bf16=args.bf16,
+        use_peft=not args.full,
     )
     trainer = GRPOTrainer(config, model=build_tiny_model(tokenizer), tokenizer=tokenizer)
     timer = StepTimer()
@@ -120,15 +128,22 @@ def run_trl(args, tokenizer, out: str) -> float:
         num_generations=args.group_size,
         max_completion_length=args.max_new_tokens,
         learning_rate=1e-5,
-        bf16=False,
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU without it
         gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
         seed=0,
     )
+    model = build_tiny_model(tokenizer)
+    if not args.full:  # the adapter our trainer puts on its model
+        ours = GRPOConfig(output_dir=out)
+        model = wrap_lora(
+            model, ours.lora_r, ours.lora_alpha, ours.lora_dropout, ours.lora_target_modules
+        )
     trainer = trl.GRPOTrainer(
-        model=build_tiny_model(tokenizer),
+        model=model,
         reward_funcs=[rewards],
         args=config,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
@@ -147,7 +162,14 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--bf16",
+        choices=("true", "false"),
+        help="bf16 autocast on both sides (default: where the CPU supports it)",
+    )
+    parser.add_argument("--full", action="store_true", help="train every weight on both sides")
     args = parser.parse_args()
+    args.bf16 = bf16_supported() if args.bf16 is None else args.bf16 == "true"
     tokenizer = load_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         trl_s = run_trl(args, tokenizer, os.path.join(tmp, "trl"))
@@ -163,6 +185,8 @@ def main() -> None:
                 "groups": args.groups,
                 "group_size": args.group_size,
                 "max_new_tokens": args.max_new_tokens,
+                "bf16": args.bf16,
+                "lora": not args.full,
             }
         )
     )
