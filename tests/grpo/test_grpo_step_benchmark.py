@@ -39,15 +39,16 @@ def test_quick_profiles_each_configuration(bench, capsys, monkeypatch):
 
     monkeypatch.setattr(bench.GRPOTrainer, "_train_domain", recording)
     monkeypatch.setattr(bench.trainer_module, "tau2_reward", alternating)
-    returned = bench.main(["--quick", "--configs", "baseline", "all"])
+    returned = bench.main(["--quick", "--configs", "baseline", "default", "all"])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert returned == lines
-    assert [line.get("config") for line in lines] == ["baseline", "all", None]
+    assert [line.get("config") for line in lines] == ["baseline", "default", "all", None]
     cached = bench.scoring.environment_reward  # restored after the run
-    # the untimed warm-up step, then baseline (the config's passes of 1) and all (groups of 2)
+    # the untimed warm-up step, then baseline (the config's passes of 1, TRL's pass), default
+    # (passes of 1 on the shared-prefix path) and all (groups of 2)
     baseline = (False, 1, bench.tau2_environment_reward)
-    assert seen == [(True, 2, cached), baseline, (True, 2, cached)]
-    for line in lines[:2]:
+    assert seen == [(True, 2, cached), baseline, (True, 1, cached), (True, 2, cached)]
+    for line in lines[:3]:
         assert line["steps"] == 1 and line["episodes_per_step"] == 2
         assert line["episodes_per_min"] == pytest.approx(60 * 2 / line["step_s"], rel=0.01)
         assert all(line[key] >= 0 for key in bench.PHASES)
@@ -55,8 +56,11 @@ def test_quick_profiles_each_configuration(bench, capsys, monkeypatch):
         assert line["fwd_bwd_gflops"] > 0 and line["matmul_peak_gflops"] > 0
         assert line["peak_rss_mb"] > 100
         assert line["rollout_s"] + line["fwd_bwd_s"] <= line["step_s"] * 1.05
-    speedup = lines[1]["episodes_per_min"] / lines[0]["episodes_per_min"]
-    assert lines[2]["speedup"] == pytest.approx(speedup, abs=1e-3)
+    rate = {line["config"]: line["episodes_per_min"] for line in lines[:3]}
+    assert lines[3]["speedup"] == pytest.approx(rate["all"] / rate["baseline"], abs=1e-3)
+    assert lines[3]["default_speedup"] == pytest.approx(
+        rate["default"] / rate["baseline"], abs=1e-3
+    )
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

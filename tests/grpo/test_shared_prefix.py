@@ -71,10 +71,18 @@ def loss_and_grads(model, logps, entropy, mask):
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-@pytest.mark.parametrize("batch_size", [None, 4])
-def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_size):
+@pytest.mark.parametrize(
+    ("batch_size", "rows"),
+    [(None, None), (4, None), (None, [0, 1]), (None, [1])],
+    ids=["one-pass", "chunked", "distinct-prompts", "one-row"],
+)
+def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_size, rows):
+    """Two groups sharing their prompts, and rows whose prompts are all distinct (nothing to
+    share: only the prompt positions' LM head is left out)."""
     model = fused_model(tokenizer, lora)
     input_ids, attention_mask, keep = batch(tokenizer)
+    if rows is not None:
+        input_ids, attention_mask = input_ids[rows], attention_mask[rows]
     mask = attention_mask[:, -keep:]
     backbone = shared_prefix.prefix_backbone(model)
     assert backbone is not None
@@ -93,8 +101,8 @@ def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_si
         batch_size=batch_size,
     )
     prompt_width = input_ids.size(1) - keep
-    # both prompts encoded once, then each row's completion (after its last prompt token)
-    assert calls[0] == (2, prompt_width - 1)
+    # each distinct prompt encoded once, then each row's completion (after its last prompt token)
+    assert calls[0] == (min(2, input_ids.size(0)), prompt_width - 1)
     assert all(shape[1] == keep + 1 for shape in calls[1:])
     expected_logps, expected_entropy = reference(model, input_ids, attention_mask, keep)
     torch.testing.assert_close(logps * mask, expected_logps * mask, rtol=0, atol=1e-5)
@@ -107,14 +115,14 @@ def test_shared_prefix_equals_the_unshared_computation(tokenizer, lora, batch_si
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_rows_with_distinct_prompts_take_trls_path(tokenizer):
+def test_a_completion_without_a_prompt_to_encode_takes_trls_path(tokenizer):
     model = fused_model(tokenizer, lora=False)
-    input_ids, attention_mask, keep = batch(tokenizer)
+    input_ids, attention_mask, _ = batch(tokenizer)
     backbone = shared_prefix.prefix_backbone(model)
-    one_per_prompt = [0, 1]
+    width = input_ids.size(1)
     assert (
         shared_prefix.per_token_logps_and_entropies(
-            model, backbone, input_ids[one_per_prompt], attention_mask[one_per_prompt], keep
+            model, backbone, input_ids, attention_mask, width - 1
         )
         is None
     )
@@ -128,14 +136,15 @@ def test_no_prefix_cache_under_activation_checkpointing(tokenizer):
     assert shared_prefix.prefix_backbone(model) is None
 
 
-@pytest.mark.parametrize("micro_batch_size", [None, 2])
+@pytest.mark.parametrize("micro_batch_size", [None, 2, 1])
 def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
     tmp_path, tokenizer, tiny_run, monkeypatch, micro_batch_size
 ):
     """One real GRPO step through the TRL subclass (4 groups of 2), with and without
     ``shared_prefix``: the same weights after it. With the whole generation in one pass TRL's
     row shuffle scatters the groups; with one group's size per pass, whole groups are shuffled,
-    so every pass encodes one prompt."""
+    so every pass encodes one prompt; with passes of one sequence (the default) nothing is
+    shared and only the prompt positions' LM head is left out."""
     from tau2.continual_learning import GRPOConfig, GRPOTrainer
     from tau2.continual_learning.grpo.trainer import REWARD_FIELD
 
@@ -176,8 +185,10 @@ def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
     shared = one_step(True)
     if micro_batch_size is None:
         assert [rows for rows, _ in passes] == [8]  # the step's 4 groups x 2 episodes
-    else:
+    elif micro_batch_size == 2:
         assert passes == [(2, 1)] * 4  # one group per pass: its prompt encoded once
+    else:
+        assert passes == [(1, 1)] * 8
     moved = 0.0
     for name, value in shared.items():
         torch.testing.assert_close(value, unshared[name], rtol=0, atol=5e-6, msg=name)

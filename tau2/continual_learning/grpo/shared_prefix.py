@@ -12,8 +12,10 @@ their prompt columns (padding included), and
    TRL's fused LM head (its temperature, fp32 cast and kernel) scores the completion positions.
 
 Log-probs, entropies and gradients equal TRL's unshared computation up to float rounding. The
-prompt positions also skip the LM head, which TRL's CPU path scores at every position. A batch
-whose rows all have distinct prompts takes TRL's pass.
+prompt positions also skip the LM head, which TRL's fused head scores at every position off
+Triton devices (its CPU path: ``trl/trainer/utils.py``, ``_fused_forward``). That saving holds
+for a pass whose rows all have distinct prompts too (the default passes of one sequence), so
+such a pass takes this path as well, with nothing shared.
 
 Sharing needs a group's rows in the same micro-batch. TRL shuffles a generation's rows before
 cutting it into micro-batches (``shuffle_sequence_dict`` in ``_prepare_inputs``), which scatters
@@ -88,8 +90,7 @@ def per_token_logps_and_entropies(
 
     ``model`` is the model TRL calls (patched with TRL's fused LM head, possibly wrapped by
     PEFT or DDP); ``batch_size`` chunks the completion passes as TRL chunks its rows. Returns
-    ``None`` (TRL's pass then runs) when no two rows share a prompt or the prompt part is
-    shorter than two columns."""
+    ``None`` (TRL's pass then runs) when the prompt part is shorter than two columns."""
     prompt_width = input_ids.size(1) - logits_to_keep
     if prompt_width < 2:
         return None
@@ -99,8 +100,6 @@ def per_token_logps_and_entropies(
         dim=0,
         return_inverse=True,
     )
-    if len(prompts) == len(rows):
-        return None
     logger.debug("%d rows share %d distinct prompts", len(rows), len(prompts))
     prefix = backbone(
         input_ids=prompts[:, :past],
