@@ -139,9 +139,21 @@ def test_a_branch_from_another_algorithms_domain_end_equals_a_full_run(
     end_of_first = tmp_path / "trunk" / "checkpoints" / "end-of-domain-01"
     with pytest.raises(ValueError, match=r"written by 'sequential'.*branch=True"):
         branched.load_checkpoint(end_of_first)
+    probe = branched.probe
+    probed_with = []  # the weights each probe scored with
+
+    def recording_probe(domains, num_tasks):
+        probed_with.append([p.detach().clone() for p in branched.model.parameters()])
+        return probe(domains, num_tasks)
+
+    branched.probe = recording_probe
     branched.load_checkpoint(end_of_first, branch=True)
-    # the fresh algorithm saw the first domain end: its score is adaptive replay's reference
-    assert branched.cl_algorithm.reference_scores == {"retail": trunk.accuracy_matrix[0][0]}
+    # the fresh algorithm saw the first domain end: its probe is adaptive replay's reference,
+    # scored with the checkpoint's weights (not the fresh model's the branch started from)
+    assert set(branched.cl_algorithm.reference_scores) == {"retail"} and len(probed_with) == 1
+    for probed, loaded in zip(probed_with[0], branched.model.parameters(), strict=True):
+        assert torch.equal(probed, loaded)
+    assert differ(branched.model, build_tiny_model(tokenizer, seed=1))
     assert branched.domain_index == 1 and branched.global_step == 2
 
     # the config field (the command line's flag) loads the same way when the run starts

@@ -222,15 +222,12 @@ class Checkpointer:
                 f"continue the finished domains under {algorithm.name!r}"
             )
         trainer.record.load_state_dict(state)
-        if branch:
-            self._replay_domain_hooks()
-        else:
+        if not branch:
             algorithm.load_state_dict(state["cl_state"])
         trainer.trajectory_buffer = TrajectoryBuffer.load(self.buffer_path(folder))
         curriculum = trainer.step.curriculum
         if curriculum is not None and state.get("curriculum") is not None:
             curriculum.load_state_dict(state["curriculum"])
-        set_rng_state(state["rng"])
         resume = ResumePoint()
         if state["mid_domain"]:
             resume.trl_checkpoint = str(folder)
@@ -239,6 +236,9 @@ class Checkpointer:
             optimizer_file = folder / OPTIMIZER_FILE
             if optimizer_file.is_file():
                 resume.optimizer_state = torch.load(optimizer_file, weights_only=False)
+        if branch:  # with the checkpoint's weights and buffer in place: the hooks may probe
+            self._replay_domain_hooks()
+        set_rng_state(state["rng"])  # last, so what the hooks drew does not shift the run
         logger.info(
             "%s from %s: domain %d, global step %d",
             f"Branched ({algorithm.name} after {written_by})" if branch else "Resumed",
