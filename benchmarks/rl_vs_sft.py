@@ -6,8 +6,7 @@ demonstrations (``rl_gain.warm_start``: no GRPO step). From those weights the ne
 renamed, re-shaped arguments; or ``retail``, ``telecom``) is then learned twice:
 
 * ``sft``: supervised steps on the new domain's gold demonstrations, the library's warm-start
-  machinery
-  (``WarmStart.demonstrations`` and ``supervised_steps``) driven in chunks of
+  machinery (``WarmStart.demonstrations`` and ``supervised_steps``) driven in chunks of
   ``--eval_every`` updates with one AdamW kept across chunks (``warm_start_learning_rate``,
   ``warm_start_batch_size`` demonstrations per update, the demonstrations cycled in seeded
   epochs);
@@ -36,22 +35,19 @@ Output, printed (and flushed) as each run finishes and appended to
   ``new_domain``, ``updates``, ``curve``, ``wall_s``);
 * per run: ``method``, ``seed``, ``new_domain``, ``curve`` (``[{"updates", "new_score",
   "airline_score"}, ...]``), ``new_gain`` and ``forgetting`` (airline's score at update 0 minus
-  at the last), ``wall_s``
-  (training and scoring), ``sft_first`` (the shared supervised updates before it), ``overrides``;
+  at the last), ``wall_s`` (training and scoring), ``sft_first`` (the shared supervised updates
+  before it), ``overrides``;
 * per method, ``"summary": true``: ``seeds`` and, for ``new_gain``, ``forgetting`` and ``wall_s``,
   the mean, seed-std (``_std``) and 95% t-interval over seeds (``_ci95``);
 * with both methods, ``"matched": true``: airline's forgetting at matched new-domain score.
   Per seed, the levels are ``LEVELS`` evenly spaced new-domain scores above the start up to the
   lower of the two runs' best; each run's airline score at a level is taken when its
-  new-domain score first reaches it
-  (linear between probes). ``difference`` = mean over levels of SFT's forgetting minus GRPO's
-  (> 0: supervised training forgot more at the same new-domain score); ``null`` for a seed
-  whose GRPO
-  or SFT run never rose above the start. ``difference_mean``, ``_std``, ``_ci95`` over seeds.
+  new-domain score first reaches it (linear between probes). ``difference`` = mean over levels
+  of SFT's forgetting minus GRPO's (> 0: supervised training forgot more at the same new-domain
+  score); ``null`` for a seed whose GRPO or SFT run never rose above the start. ``difference_mean``, ``_std``, ``_ci95`` over seeds.
 
 The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's
-(x) along
-each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
+(x) along each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
 higher at the same new-domain score forgets less); a shared supervised start is drawn in grey.
 
     python benchmarks/rl_vs_sft.py                            # 3 seeds, 30 updates each
