@@ -169,7 +169,7 @@ class GRPOConfig(trl.GRPOConfig):
     use_peft: bool = _help("Train a LoRA adapter (false: full fine-tuning).", True)
     lora_r: int = _help("LoRA rank.", 16)
     lora_alpha: int = _help("LoRA alpha.", 32)
-    lora_dropout: float = _help("LoRA dropout.", 0.05)
+    lora_dropout: float = _help("LoRA dropout.", 0.0)
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Modules to adapt."}
     )
