@@ -98,6 +98,16 @@ def test_seeded_sampling_repeats(tokenizer, follow, prompts):
     assert first != [g.token_ids for g in engine.generate(prompts, sampling, seed=12)]
 
 
+def test_rows_with_one_prompt_sample_different_continuations(tokenizer, follow, prompts):
+    """A GRPO group's members share their prompt and the call's seed; each must still draw its
+    own sample, or every group's rewards are equal and GRPO gets no signal."""
+    engine = follow(vllm_shaped_model(tokenizer, seed=3))
+    sampling = SamplingParams(max_new_tokens=10, temperature=1.0)
+    group = [g.token_ids for g in engine.generate([prompts[0]] * 4, sampling, seed=11)]
+    assert len({tuple(ids) for ids in group}) == 4
+    assert group == [g.token_ids for g in engine.generate([prompts[0]] * 4, sampling, seed=11)]
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_the_engine_samples_from_the_weights_after_an_optimizer_step(
     tokenizer, follow, prompts, lora

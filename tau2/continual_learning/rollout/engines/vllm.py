@@ -179,18 +179,23 @@ class VLLMPolicy:
             raise ValueError("VLLMPolicy.generate: every prompt needs at least one token")
         self.sync()
         eos = self.tokenizer.eos_token_id
-        params = self._vllm.SamplingParams(
-            n=1,
-            max_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
-            logprobs=0,
-            seed=seed,
-            stop_token_ids=[eos],
-            stop=list(sampling.stop_strings) or None,
-            include_stop_str_in_output=True,
-        )
+        # One seed per row: vLLM seeds each request's own generator, so rows sharing a prompt
+        # and a seed (a GRPO group's members) would sample the same tokens.
+        params = [
+            self._vllm.SamplingParams(
+                n=1,
+                max_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                logprobs=0,
+                seed=None if seed is None else seed * 1_000_003 + row,
+                stop_token_ids=[eos],
+                stop=list(sampling.stop_strings) or None,
+                include_stop_str_in_output=True,
+            )
+            for row in range(len(prompts))
+        ]
         inputs = [self._vllm.TokensPrompt(prompt_token_ids=p) for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         generations = []
