@@ -188,8 +188,15 @@ def test_the_vllm_backend_without_vllm_fails_clearly(monkeypatch):
     assert GRPOConfig(sampling_backend="auto").sampling_backend == "hf"
 
 
-def test_auto_picks_vllm_where_installed():
-    assert GRPOConfig(sampling_backend="auto").sampling_backend == "vllm"
+@pytest.mark.parametrize("bf16_cpu", [True, False], ids=["bf16-cpu", "float32-cpu"])
+def test_auto_picks_vllm_where_installed_and_faster(monkeypatch, bf16_cpu):
+    """Measured: vLLM's default job was faster on a bfloat16 CPU, not on a float32-only one."""
+    from tau2.continual_learning.grpo import sampling_backend
+
+    monkeypatch.setattr(sampling_backend.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sampling_backend, "bf16_supported", lambda: bf16_cpu)
+    chosen = GRPOConfig(sampling_backend="auto").sampling_backend
+    assert chosen == ("vllm" if bf16_cpu else "hf")
     assert GRPOConfig().sampling_backend == "hf"  # the default stays transformers
 
 
@@ -207,12 +214,12 @@ def test_defaults_are_resolved_at_construction_and_round_trip(tmp_path):
 
 
 def test_the_old_rollout_backend_name_still_works_with_a_warning(tmp_path):
-    from tau2.continual_learning.sampling_defaults import vllm_available
+    from tau2.continual_learning.grpo import sampling_backend
     from tau2.scripts.train_grpo_cl import parse_config
 
     with pytest.warns(FutureWarning, match="use sampling_backend='auto'"):
         config = parse_config(["--output_dir", str(tmp_path), "--rollout_backend", "auto"])
-    resolved = "vllm" if vllm_available() else "hf"
+    resolved = sampling_backend.installed_backend()
     assert (config.sampling_backend, config.rollout_backend) == (resolved, None)
     assert "rollout_backend" not in {k for k, v in config.to_dict().items() if v is not None}
 

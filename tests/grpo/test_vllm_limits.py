@@ -54,8 +54,11 @@ def test_vllm_is_refused_before_any_work_for_a_head_size_it_cannot_serve(
 
 
 def test_auto_samples_with_hf_for_a_model_vllm_cannot_serve_and_says_so(
-    tmp_path, tokenizer, tiny_run, head16_dir, caplog
+    tmp_path, tokenizer, tiny_run, head16_dir, caplog, monkeypatch
 ):
+    from tau2.continual_learning.grpo import sampling_backend
+
+    monkeypatch.setattr(sampling_backend, "bf16_supported", lambda: True)  # where auto picks vllm
     with caplog.at_level(logging.WARNING, "tau2.continual_learning.grpo.sampling_backend"):
         config = GRPOConfig(
             output_dir=str(tmp_path), model_name_or_path=str(head16_dir),

@@ -147,8 +147,8 @@ class GRPOConfig(trl.GRPOConfig):
     assistant_prefix: str | None = _help("Prompt-side start of every agent turn.")
     # -- sampling engine --------------------------------------------------------------------
     sampling_backend: str = _help(
-        "Engine of rollouts, evaluation and probes (auto: vllm where installed and it serves "
-        "the model, else hf).",
+        "Engine of rollouts, evaluation and probes (auto: vllm where installed, faster (GPU or "
+        "bf16 CPU) and it serves the model, else hf).",
         "hf",
     )
     rollout_backend: str | None = _help("Deprecated name of sampling_backend.")

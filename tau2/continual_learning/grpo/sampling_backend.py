@@ -1,5 +1,6 @@
-"""Which engine samples a run's episodes: ``sampling_backend='auto'`` becomes the installed one,
-and ``vllm`` is kept only for a model it can serve (:func:`vllm_refusal`). ``GRPOConfig`` settles
+"""Which engine samples a run's episodes: ``sampling_backend='auto'`` becomes vLLM where it is
+installed and measured faster (a GPU, or a CPU with native bfloat16), else transformers; and
+``vllm`` is kept only for a model it can serve (:func:`vllm_refusal`). ``GRPOConfig`` settles
 at construction with the model's config where it is on this machine, and again when the trainer
 gets the model it trains."""
 
@@ -13,6 +14,7 @@ import torch
 
 from tau2.continual_learning import default_model
 from tau2.continual_learning.grpo.config_error import ConfigError
+from tau2.continual_learning.grpo.token_batch import bf16_supported
 from tau2.continual_learning.sampling_defaults import vllm_available, vllm_refusal
 
 logger = logging.getLogger(__name__)
@@ -21,8 +23,16 @@ SAMPLING_BACKENDS = ("hf", "vllm", "auto")
 
 
 def installed_backend() -> str:
-    """What ``auto`` stands for before the model is known: ``vllm`` where installed, else ``hf``."""
-    return "vllm" if vllm_available() else "hf"
+    """What ``auto`` stands for before the model is known: ``vllm`` where it is installed and
+    faster, else ``hf``. On a CPU without native bfloat16 both engines run float32 and the
+    default job took as long with vLLM as with transformers, for more memory; where the CPU has
+    bfloat16 (or on a GPU) vLLM's job was 1.36x faster (docs/results.md, the default CPU job)."""
+    if not vllm_available():
+        return "hf"
+    if torch.cuda.is_available() or bf16_supported():
+        return "vllm"
+    logger.info("sampling_backend='auto' samples with 'hf': this CPU has no native bfloat16")
+    return "hf"
 
 
 def settled_backend(backend: str, model_config: Any, auto: bool) -> str:
