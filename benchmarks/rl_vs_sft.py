@@ -44,11 +44,13 @@ Output, printed (and flushed) as each run finishes and appended to
   lower of the two runs' best; each run's airline score at a level is taken when its
   new-domain score first reaches it (linear between probes). ``difference`` = mean over levels
   of SFT's forgetting minus GRPO's (> 0: supervised training forgot more at the same new-domain
-  score); ``null`` for a seed whose GRPO or SFT run never rose above the start. ``difference_mean``, ``_std``, ``_ci95`` over seeds.
+  score); ``null`` for a seed whose GRPO or SFT run never rose above the start.
+  ``difference_mean``, ``_std``, ``_ci95`` over seeds.
 
 The figure ``<output_dir>/rl_vs_sft.png`` draws airline's score (y) against the new domain's
-(x) along each run, one line per method and seed (RL's Razor's picture: the method whose curve stays
-higher at the same new-domain score forgets less); a shared supervised start is drawn in grey.
+(x) along each run, one line per method and seed (RL's Razor's picture: the method whose curve
+stays higher at the same new-domain score forgets less); a shared supervised start is drawn in
+grey.
 
     python benchmarks/rl_vs_sft.py                            # 3 seeds, 30 updates each
     python benchmarks/rl_vs_sft.py --quick                    # smoke test
@@ -298,8 +300,8 @@ def grpo_run(
 
 # -- forgetting at matched new-domain score ------------------------------------------------------
 def airline_at(curve: Sequence[Point], level: float) -> float | None:
-    """Airline's score when the run's new-domain score first reaches ``level`` (linear between the two
-    probes around it); ``None`` if it never does."""
+    """Airline's score when the run's new-domain score first reaches ``level`` (linear between
+    the two probes around it); ``None`` if it never does."""
     previous = None
     for p in curve:
         if p["new_score"] >= level:

@@ -181,18 +181,20 @@ class VLLMPolicy:
         eos = self.tokenizer.eos_token_id
         # One seed per row: vLLM seeds each request's own generator, so rows sharing a prompt
         # and a seed (a GRPO group's members) would sample the same tokens.
+        shared = {
+            "n": 1,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "logprobs": 0,
+            "stop_token_ids": [eos],
+            "stop": list(sampling.stop_strings) or None,
+            "include_stop_str_in_output": True,
+        }
         params = [
             self._vllm.SamplingParams(
-                n=1,
-                max_tokens=sampling.max_new_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                logprobs=0,
-                seed=None if seed is None else seed * 1_000_003 + row,
-                stop_token_ids=[eos],
-                stop=list(sampling.stop_strings) or None,
-                include_stop_str_in_output=True,
+                **shared, seed=None if seed is None else seed * 1_000_003 + row
             )
             for row in range(len(prompts))
         ]
