@@ -6,8 +6,18 @@ import vllm  # noqa: F401  (a dev dependency: the README's test install has its 
 
 from tau2.continual_learning import GRPOConfig, GRPOTrainer
 from tau2.continual_learning.grpo.rollouts import build_user
+from tau2.continual_learning.grpo.trainer import REWARD_FIELD
 from tau2.continual_learning.rollout import HFPolicy, VLLMPolicy
 from tau2.continual_learning.tiny_model import build_tiny_model
+
+
+class AlternatingRewards(GRPOTrainer):
+    """Every group with signal (the random model earns no reward), so every step has a loss."""
+
+    def rollout(self, prompts, engine=None):
+        out = super().rollout(prompts, engine)
+        out[REWARD_FIELD] = [float(i % 2) for i in range(len(out[REWARD_FIELD]))]
+        return out
 
 
 def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
@@ -29,7 +39,7 @@ def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
     )
     # head size 32: what vLLM's CPU attention supports
     model = build_tiny_model(tokenizer, hidden_size=64, num_heads=2)
-    trainer = GRPOTrainer(config, model=model, tokenizer=tokenizer)
+    trainer = AlternatingRewards(config, model=model, tokenizer=tokenizer)
     try:
         metrics = trainer.train()
         policy = trainer.rollouts.policy
@@ -45,8 +55,8 @@ def test_a_two_domain_lora_run_samples_with_one_engine_that_follows_training(
         assert len(metrics["accuracy_matrix"]) == len(config.domains)
         steps = [r for r in trainer.log_rows if "sampling/importance_sampling_ratio/mean" in r]
         assert len(steps) == config.max_steps_per_domain * len(config.domains)
-        for row in steps:  # TRL's correction ran, and vLLM sampled what the model would (TRL
-            # re-scores with LoRA dropout on: sequence ratios stay within 1%)
+        for row in steps:  # the sampling correction ran, and vLLM sampled what the model
+            # would: sequence ratios stay within 1%
             assert abs(float(row["sampling/importance_sampling_ratio/mean"]) - 1) < 1e-2
     finally:
         trainer.close()

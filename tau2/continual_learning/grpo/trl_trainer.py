@@ -25,7 +25,7 @@ import torch
 import trl
 from transformers import TrainerCallback
 
-from tau2.continual_learning.grpo import shared_prefix
+from tau2.continual_learning.grpo import sampling_correction, shared_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,64 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
             self.use_vllm = True
             self.vllm_generation = _WeightSync(hooks.sync_weights)
             self._last_loaded_step = -1
+        self._ratio_due: dict[str, Any] | None = None
+        """The micro-batch whose sampling correction the next log-prob pass computes."""
+        self._correction_stats = sampling_correction.CorrectionStats()
+
+    def _correction_from_loss(self) -> bool:
+        """TRL's sampling correction is on and one generation feeds one optimizer step, so the
+        loss's forward can give the correction's log-probs
+        (:mod:`~tau2.continual_learning.grpo.sampling_correction`)."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return (
+            self.use_vllm
+            and self.vllm_importance_sampling_correction
+            and self.args.gradient_accumulation_steps % generate_every == 0
+        )
+
+    def _generate_and_score_completions(self, inputs: Any) -> Any:  # type: ignore[override]
+        """TRL's, without its re-scoring pass where the loss's forward gives the correction."""
+        if not self._correction_from_loss():
+            return super()._generate_and_score_completions(inputs)
+        self.vllm_importance_sampling_correction = False
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self.vllm_importance_sampling_correction = True
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:  # type: ignore[override]
+        """TRL's loss; the sampling correction of a batch generated without TRL's re-scoring
+        pass is computed from this loss's own log-prob pass (before TRL reads it)."""
+        if "importance_sampling_ratio" not in inputs and self._correction_from_loss():
+            self._ratio_due = inputs
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._ratio_due = None
+
+    def _add_sampling_correction(self, logps: torch.Tensor) -> None:
+        inputs, self._ratio_due = self._ratio_due, None
+        assert inputs is not None
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        sampled = inputs["sampling_per_token_logps"]
+        mode = self.vllm_importance_sampling_mode
+        ratio = sampling_correction.importance_ratio(
+            logps.detach(),
+            sampled,
+            mask,
+            mode,
+            self.vllm_importance_sampling_clip_min,
+            self.vllm_importance_sampling_clip_max,
+        )
+        inputs["importance_sampling_ratio"] = ratio
+        self._correction_stats.add(logps.detach(), sampled, mask, ratio, mode)
+
+    def _log_correction(self) -> None:
+        """The step's correction figures into TRL's metrics (logged after the step)."""
+        for name, value in self._correction_stats.flush().items():
+            self._metrics["train"][name].append(value)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         """TRL's loss of one micro-batch; the CL term joins the first micro-batch of each
@@ -189,7 +247,33 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
     ):
         """TRL's per-token log-probs and entropies, each distinct prompt of the batch encoded
         once (:mod:`~tau2.continual_learning.grpo.shared_prefix`) where ``shared_prefix`` is on;
-        TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model."""
+        TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model.
+        Inside a loss that owes its sampling correction, the correction is added from them."""
+        result = self._logps_and_entropies(
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size,
+            compute_entropy,
+            compute_aux_loss,
+            **multimodal,
+        )
+        if self._ratio_due is not None:
+            self._add_sampling_correction(result[0])
+        return result
+
+    def _logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size,
+        compute_entropy,
+        compute_aux_loss,
+        **multimodal,
+    ):
         backbone = None
         text_only = all(value is None for value in multimodal.values())
         if self.args.shared_prefix and not compute_aux_loss and text_only:
@@ -249,6 +333,7 @@ class _HooksCallback(TrainerCallback):
             self.hooks.counts.nonfinite_losses += 1
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._log_correction()
         self.hooks.on_step_end()
         if state.global_step >= state.max_steps:
             control.should_save = False
