@@ -65,7 +65,9 @@ class GRPOConfig(trl.GRPOConfig):
     learning_rate: float = _help("AdamW learning rate of the GRPO steps (suits LoRA).", 1e-4)
     logging_steps: float = _help("Log every N steps.", 1)
     bf16: bool | None = _help("bfloat16 autocast.")
-    activation_checkpointing: bool | None = _help("Trade compute for memory in backward passes.")
+    activation_checkpointing: bool | None = _help(
+        "Trade compute for memory in backward passes (the warm start's and the GRPO steps')."
+    )
     gradient_checkpointing: bool | None = _help("Alias of activation_checkpointing.")
     gradient_accumulation_steps: int = _help("batch_size_per_gpu batches per optimizer step.", 1)
     # -- what to train ----------------------------------------------------------------------

@@ -234,31 +234,12 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         finally:
             module.shuffle_sequence_dict = rows_shuffle
 
-    def _get_per_token_logps_and_entropies(  # type: ignore[override]
-        self,
-        model,
-        input_ids,
-        attention_mask,
-        logits_to_keep,
-        batch_size=None,
-        compute_entropy=False,
-        compute_aux_loss=False,
-        **multimodal,
-    ):
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):  # type: ignore[override]
         """TRL's per-token log-probs and entropies, each distinct prompt of the batch encoded
         once (:mod:`~tau2.continual_learning.grpo.shared_prefix`) where ``shared_prefix`` is on;
         TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model.
         Inside a loss that owes its sampling correction, the correction is added from them."""
-        result = self._logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            batch_size,
-            compute_entropy,
-            compute_aux_loss,
-            **multimodal,
-        )
+        result = self._logps_and_entropies(*args, **kwargs)
         if self._ratio_due is not None:
             self._add_sampling_correction(result[0])
         return result
@@ -269,9 +250,9 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         input_ids,
         attention_mask,
         logits_to_keep,
-        batch_size,
-        compute_entropy,
-        compute_aux_loss,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
         **multimodal,
     ):
         backbone = None

@@ -198,6 +198,22 @@ class SupervisedResult:
     """Updates skipped because their loss was not finite."""
 
 
+@contextlib.contextmanager
+def checkpointed(model: Any, on: bool = True) -> Iterator[None]:
+    """Per-layer activation checkpointing for the block where ``on`` (transformers' own,
+    non-reentrant, as TRL's trainer turns it on for the GRPO steps under
+    ``activation_checkpointing``): a backward pass holds each layer's input instead of all its
+    activations, for one more forward pass. The model's own setting is restored after."""
+    if not on or getattr(model, "is_gradient_checkpointing", False):
+        yield
+        return
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        model.gradient_checkpointing_disable()
+
+
 def supervised_steps(
     model: Any,
     episodes: Sequence[Episode],
@@ -212,11 +228,13 @@ def supervised_steps(
     weight_decay: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    activation_checkpointing: bool = False,
 ) -> SupervisedResult:
     """``epochs`` passes over ``episodes`` in seeded random order, ``batch_size`` episodes per
     AdamW step (constant ``learning_rate``) on the model-written tokens only. ``optimizer``
     continues one across calls (supervised training driven in chunks); ``None``: a fresh AdamW
-    over the trainable parameters."""
+    over the trainable parameters. ``activation_checkpointing``: keep only each layer's input
+    for the backward pass and recompute the rest (:func:`checkpointed`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
@@ -226,34 +244,37 @@ def supervised_steps(
     losses: list[float] = []
     steps = tokens = skipped = 0
     try:
-        for epoch in range(epochs):
-            order = torch.randperm(len(episodes), generator=generator).tolist()
-            epoch_loss, epoch_tokens = 0.0, 0
-            for start in range(0, len(order), batch_size):
-                batch = build_batch(
-                    [episodes[i] for i in order[start : start + batch_size]], pad_token_id
-                )
-                with bf16_autocast(model, bf16):
-                    loss_sum, count = masked_token_loss(model, batch)
-                if not count:
-                    continue
-                loss = loss_sum / count
-                if not torch.isfinite(loss):
-                    skipped += 1
-                    logger.warning("Warm start: non-finite loss %s, update skipped", loss.item())
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm and max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                steps += 1
-                epoch_loss += float(loss_sum.detach())
-                epoch_tokens += count
-            tokens += epoch_tokens
-            losses.append(epoch_loss / epoch_tokens if epoch_tokens else math.nan)
-            if on_epoch is not None:
-                on_epoch(epoch, losses[-1])
+        with checkpointed(model, activation_checkpointing):
+            for epoch in range(epochs):
+                order = torch.randperm(len(episodes), generator=generator).tolist()
+                epoch_loss, epoch_tokens = 0.0, 0
+                for start in range(0, len(order), batch_size):
+                    batch = build_batch(
+                        [episodes[i] for i in order[start : start + batch_size]], pad_token_id
+                    )
+                    with bf16_autocast(model, bf16):
+                        loss_sum, count = masked_token_loss(model, batch)
+                    if not count:
+                        continue
+                    loss = loss_sum / count
+                    if not torch.isfinite(loss):
+                        skipped += 1
+                        logger.warning(
+                            "Warm start: non-finite loss %s, update skipped", loss.item()
+                        )
+                        continue
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if max_grad_norm and max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                    optimizer.step()
+                    steps += 1
+                    epoch_loss += float(loss_sum.detach())
+                    epoch_tokens += count
+                tokens += epoch_tokens
+                losses.append(epoch_loss / epoch_tokens if epoch_tokens else math.nan)
+                if on_epoch is not None:
+                    on_epoch(epoch, losses[-1])
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -414,6 +435,7 @@ class WarmStart:
                 max_grad_norm=cfg.max_grad_norm,
                 weight_decay=cfg.weight_decay,
                 on_epoch=on_epoch,
+                activation_checkpointing=bool(cfg.activation_checkpointing),
             )
         else:
             logger.warning("Warm start %s: no demonstrations, skipped", domain)
