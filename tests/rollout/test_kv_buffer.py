@@ -19,7 +19,7 @@ def _chunks(seed: int, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tenso
 def _layer(capacity: int, rows: int = 3) -> BufferedLayer:
     """A lazily allocated layer, as a policy call's packs get them."""
     buffers = BatchBuffers(rows=rows, width=0, room=capacity, num_layers=1)
-    return buffers.pack_cache(slice(0, rows), 0, [None] * rows, 0).layers[0]
+    return buffers.pack_cache(slice(0, rows), 0, [[]] * rows, 0).layers[0]
 
 
 def test_updates_in_place_match_concatenation_including_growth_past_capacity():
@@ -82,19 +82,21 @@ def test_dropping_rows_compacts_in_place_as_concatenation_would_select():
 
 def test_packs_write_into_their_rows_of_the_batch_buffers_after_right_aligned_pasts():
     buffers = BatchBuffers(rows=3, width=6, room=1, num_layers=1, workspace=_garbage())
-    short, long = torch.ones(1, 2, 1, 4), torch.full((1, 2, 2, 4), 2.0)
-    # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2, suffixes to 6
-    first = buffers.pack_cache(slice(0, 2), 1, [([short], [short]), ([long], [long])], 2)
+    short, first_piece = torch.ones(1, 2, 1, 4), torch.full((1, 2, 1, 4), 3.0)
+    # pack of rows 0-1 from column 1: pasts right-aligned to column 1 + 2, suffixes to 6; row 1's
+    # past comes in two pieces (a stored sequence's parent's part, then its own)
+    pasts = [[([short], [short])], [([first_piece], [first_piece]), ([short], [short])]]
+    first = buffers.pack_cache(slice(0, 2), 1, pasts, 2)
     new = torch.full((2, 2, 3, 4), 5.0)
     first.layers[0].update(new, new)
     assert first.layers[0].keys.shape == (2, 2, 5, 4)
     # a pack without pasts (row 2) starts at column 4
-    buffers.pack_cache(slice(2, 3), 4, [None], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
+    buffers.pack_cache(slice(2, 3), 4, [[]], 0).layers[0].update(new[:1, :, :2], new[:1, :, :2])
     (layer,) = buffers.cache().layers
     assert layer.keys.shape == (3, 2, 6, 4) and buffers.keys[0].shape == (3, 2, 7, 4)
     # column values of each row: zeros wherever nothing was written, whatever was there before
     assert buffers.keys[0][0, 0, :, 0].tolist() == [0, 0, 1, 5, 5, 5, 0]
-    assert buffers.keys[0][1, 0, :, 0].tolist() == [0, 2, 2, 5, 5, 5, 0]
+    assert buffers.keys[0][1, 0, :, 0].tolist() == [0, 3, 1, 5, 5, 5, 0]
     assert buffers.values[0][2, 0, :, 0].tolist() == [0, 0, 0, 0, 5, 5, 0]
     assert buffers.keys[0].isfinite().all() and buffers.values[0].isfinite().all()
 
@@ -108,7 +110,7 @@ def _garbage() -> Workspace:
 
 def test_a_lazily_allocated_layer_takes_the_shape_and_dtype_of_its_first_keys():
     buffers = BatchBuffers(rows=2, width=0, room=4, num_layers=2)
-    cache = buffers.pack_cache(slice(0, 2), 0, [None, None], 0)
+    cache = buffers.pack_cache(slice(0, 2), 0, [[], []], 0)
     keys = torch.ones(2, 3, 2, 5, dtype=torch.bfloat16)
     cache.layers[1].update(keys, keys)
     assert buffers.keys[1].shape == (2, 3, 4, 5) and buffers.keys[1].dtype == torch.bfloat16
@@ -126,7 +128,7 @@ def test_a_workspace_hands_its_memory_to_the_next_call():
     assert keys.data_ptr() != values.data_ptr()
     assert keys.untyped_storage().data_ptr() == first.keys[0].untyped_storage().data_ptr()
     # a pack clears what it will not write: here everything but its one-column suffix
-    for layer in second.pack_cache(slice(0, 1), 1, [None], 0).layers:
+    for layer in second.pack_cache(slice(0, 1), 1, [[]], 0).layers:
         layer.update(like, like)
     assert [t[0, 0, :, 0].tolist() for t in second.keys] == [[0, 1, 0], [0, 1, 0]]
     third = BatchBuffers(rows=1, width=2, room=1, num_layers=2, workspace=workspace)

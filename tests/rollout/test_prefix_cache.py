@@ -102,6 +102,37 @@ def test_a_grpo_group_encodes_its_shared_prompt_once(tokenizer, tiny_model):
     assert len({tuple(g.token_ids) for g in generations}) > 1  # still four independent samples
 
 
+def _held_tokens(cache: PrefixCache) -> int:
+    """Tokens whose keys/values the store keeps alive: every entry's own part, and its parents'
+    (which may have left the store's list), each counted once."""
+    nodes, stack = {}, list(cache.entries)
+    while stack:
+        entry = stack.pop()
+        if id(entry) not in nodes:
+            nodes[id(entry)] = entry
+            stack += [entry.parent] if entry.parent is not None else []
+    return sum(entry.keys[0].shape[2] for entry in nodes.values())
+
+
+def test_stored_episodes_hold_their_shared_prompt_once(tokenizer, sharp_model):
+    """The four episodes of a group, over two turns: each stored sequence keeps only what
+    follows the prompt it shares (and then its previous turn), not a copy of them."""
+    policy = HFPolicy(sharp_model, tokenizer, lookup_tokens=0)
+    (prompt,) = _prompts(tokenizer, lengths=(4,))
+    prompts = [prompt] * 4
+    sampling = SamplingParams(max_new_tokens=6)
+    generations = policy.generate(prompts, sampling, seed=1)
+    prompts, _ = _next_turn(tokenizer, prompts, generations)
+    policy.generate(prompts, sampling, seed=2)
+    entries = policy.cache.entries
+    assert len(entries) == 4 and all(e.parent is not None for e in entries)
+    distinct = {tuple(e.tokens) for e in entries}
+    assert len(distinct) == 4  # four different episodes
+    copies = sum(len(e.tokens) for e in entries)  # what full copies would hold
+    shared_turns = sum(len(e.tokens) - len(prompt) for e in entries)
+    assert _held_tokens(policy.cache) == len(prompt) + shared_turns < copies
+
+
 def test_weight_updates_invalidate_the_cache(tokenizer):
     model = build_tiny_model(tokenizer, seed=3)
     policy = HFPolicy(model, tokenizer)

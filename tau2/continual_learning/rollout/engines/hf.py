@@ -296,16 +296,27 @@ class HFPolicy:
         return buffers.cache(), order, columns, torch.cat(logits)
 
     def _store(self, cache: Any, row: int, tokens: list[int], columns: list[int]) -> None:
-        """Keep batch row ``row`` (the keys/values in its ``columns``) in the prefix cache."""
+        """Keep batch row ``row`` (the keys/values in its ``columns``) in the prefix cache: only
+        what follows the longest prefix a stored sequence already holds, pointing to that one
+        (:class:`CachedSequence`), unless the prefix is under half of what it would keep alive."""
         import torch
 
         assert self.cache is not None
-        index = torch.tensor(columns, device=self.model.device)
+        parent, shared = self.cache.lookup(tokens)
+        if parent is not None:
+            parent = parent.anchor(shared)
+            if 2 * shared < len(parent.tokens):
+                parent, shared = None, 0
+        if shared >= len(tokens):
+            return  # a stored sequence holds all of it
+        index = torch.tensor(columns[shared:], device=self.model.device)
         self.cache.add(
             CachedSequence(
                 tokens,
                 [layer.keys[row : row + 1].index_select(2, index) for layer in cache.layers],
                 [layer.values[row : row + 1].index_select(2, index) for layer in cache.layers],
+                parent=parent,
+                parent_length=shared,
             )
         )
 
@@ -419,11 +430,11 @@ class HFPolicy:
         return [Generation(tokens[i], logprobs[i], reasons[i]) for i in range(len(prompts))]
 
 
-def _head(entry: CachedSequence | None, length: int) -> Past | None:
-    """The keys/values of ``entry``'s first ``length`` tokens (``None`` if there are none)."""
+def _head(entry: CachedSequence | None, length: int) -> list[Past]:
+    """The keys/values of ``entry``'s first ``length`` tokens, in pieces (none if none)."""
     if entry is None or length == 0:
-        return None
-    return [k[:, :, :length] for k in entry.keys], [v[:, :, :length] for v in entry.values]
+        return []
+    return entry.segments(length)
 
 
 def _num_cache_layers(model: Any) -> int:

@@ -205,14 +205,14 @@ class BatchBuffers:
         return self.block[index, 0], self.block[index, 1]
 
     def pack_cache(
-        self, rows: slice, start: int, pasts: list[Past | None], past_width: int
+        self, rows: slice, start: int, pasts: list[list[Past]], past_width: int
     ) -> DynamicCache:
-        """A cache writing rows ``rows`` from column ``start`` on, each row's ``pasts`` already
-        right-aligned to ``start + past_width`` (``None``: no reused keys/values); the pack's
-        suffixes are to fill the columns from there to ``width``."""
-        unwritten = [  # per row: the columns before its first key
-            start + past_width - (past[0][0].shape[2] if past is not None else 0) for past in pasts
-        ]
+        """A cache writing rows ``rows`` from column ``start`` on, each row's ``pasts`` (its
+        reused keys/values in consecutive pieces; none: nothing reused) already right-aligned
+        to ``start + past_width``; the pack's suffixes are to fill the columns from there to
+        ``width``."""
+        lengths = [sum(keys[0].shape[2] for keys, _ in pieces) for pieces in pasts]
+        unwritten = [start + past_width - length for length in lengths]  # before each row's keys
         cleared = False
 
         def views(index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,17 +226,20 @@ class BatchBuffers:
                 cleared = True
             return keys[rows, :, start:], values[rows, :, start:]
 
-        given = [(row, p) for row, p in enumerate(pasts) if p is not None]
+        given = [(row, pieces) for row, pieces in enumerate(pasts) if pieces]
         cache = DynamicCache()
         cache.layers = []
         for index in range(self.num_layers):
             layer = BufferedLayer(self.capacity - start, lambda k, i=index: views(i, k))
             if past_width and given:
-                keys, values = views(index, given[0][1][0][index])
-                for row, (past_keys, past_values) in given:
-                    length = past_keys[index].shape[2]
-                    keys[row, :, past_width - length : past_width] = past_keys[index][0]
-                    values[row, :, past_width - length : past_width] = past_values[index][0]
+                keys, values = views(index, given[0][1][0][0][index])
+                for row, pieces in given:
+                    column = past_width - lengths[row]
+                    for past_keys, past_values in pieces:
+                        length = past_keys[index].shape[2]
+                        keys[row, :, column : column + length] = past_keys[index][0]
+                        values[row, :, column : column + length] = past_values[index][0]
+                        column += length
                 layer.attach(keys, values, past_width)
             cache.layers.append(layer)
         return cache

@@ -21,15 +21,39 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from tau2.continual_learning.rollout.engines.kv_buffer import Past
+
 
 @dataclass
 class CachedSequence:
-    """Token ids and, per layer, their keys and values (``[1, kv_heads, len, head_dim]``)."""
+    """Token ids and, per layer, keys and values (``[1, kv_heads, len, head_dim]``) of the
+    tokens after the first ``parent_length``, which ``parent`` holds. A sequence that extends a
+    stored one (an episode's next turn, the episodes of one prompt) keeps only its own part, so
+    a prompt that many stored sequences share is held once."""
 
     tokens: list[int]
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     last_used: int = 0
+    parent: CachedSequence | None = None
+    parent_length: int = 0
+
+    def segments(self, length: int) -> list[Past]:
+        """The keys/values of the first ``length`` tokens, as consecutive pieces (first first)."""
+        own = length - self.parent_length
+        if own <= 0:
+            assert self.parent is not None
+            return self.parent.segments(length)
+        head = self.parent.segments(self.parent_length) if self.parent is not None else []
+        return [*head, ([k[:, :, :own] for k in self.keys], [v[:, :, :own] for v in self.values])]
+
+    def anchor(self, length: int) -> CachedSequence:
+        """The first entry of the chain (``parent`` links) that holds the first ``length``
+        tokens: what a new sequence sharing them should point to."""
+        entry = self
+        while entry.parent is not None and length <= entry.parent_length:
+            entry = entry.parent
+        return entry
 
 
 @dataclass
