@@ -90,3 +90,30 @@ def test_activation_checkpointing_recomputes_layers_for_the_same_update(
     assert moved > 1e-4  # the steps did move the weights
     for name, value in plain.items():
         torch.testing.assert_close(checkpointed[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_the_run_checkpoints_its_warm_start_as_configured(
+    tmp_path, tokenizer, tiny_run, monkeypatch, checkpointing
+):
+    from tau2.continual_learning import GRPOConfig, GRPOTrainer
+    from tau2.continual_learning.grpo import warm_start
+
+    seen = []
+    steps = warm_start.supervised_steps
+
+    def recorded(*args, **kwargs):
+        seen.append(kwargs["activation_checkpointing"])
+        return steps(*args, **kwargs)
+
+    monkeypatch.setattr(warm_start, "supervised_steps", recorded)
+    settings = {**tiny_run, "domains": ["retail"], "max_steps_per_domain": 0}
+    settings.update(warm_start_demos_per_domain=2, warm_start_guard_tasks=0)
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        warm_start_activation_checkpointing=checkpointing,
+        **settings,
+    )
+    GRPOTrainer(config, model=build_tiny_model(tokenizer), tokenizer=tokenizer).train()
+    assert seen == [checkpointing]
+    assert GRPOConfig(output_dir=str(tmp_path)).warm_start_activation_checkpointing

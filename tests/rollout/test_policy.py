@@ -200,3 +200,39 @@ def test_a_lora_model_samples_with_merged_weights_that_follow_every_step(tokeniz
     policy.clear_cache()  # a run's end frees the copy; the next call rebuilds the same one
     assert policy.generate([prompt], sampling, seed=1) == [second]
     assert policy.merged.loads == 3
+
+
+def test_under_autocast_the_merged_copy_holds_adapted_weights_in_bf16_for_the_same_samples(
+    tokenizer, monkeypatch
+):
+    """bf16 sampling of a LoRA model: the merged copy keeps its adapted linear weights in
+    bfloat16 (half the memory), shares the rest, and samples exactly what a float32 copy
+    under the same autocast does (autocast runs those matmuls in bfloat16 either way)."""
+    from tau2.continual_learning.model_loading import wrap_lora
+    from tau2.continual_learning.rollout.engines import weights
+    from tau2.continual_learning.tiny_model import build_tiny_model
+
+    model = wrap_lora(build_tiny_model(tokenizer, seed=3), 8, 16, 0.0, None)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    prompt = ChatFormat.from_tokenizer(tokenizer).prompt_ids("s", [("user", "hi there")])
+    sampling = SamplingParams(max_new_tokens=8, temperature=0.7)
+
+    def sampled(policy):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            generations = policy.generate([prompt] * 3, sampling, seed=1)
+            return generations, policy.merged.current()
+
+    policy = HFPolicy(model, tokenizer)
+    generations, copy = sampled(policy)
+    assert copy.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert copy.model.embed_tokens.weight.dtype == torch.float32
+    policy.generate([prompt], sampling, seed=1)  # float32 sampling: the copy is reloaded so
+    assert policy.merged.loads == 2
+    assert policy.merged.current().model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    monkeypatch.setattr(weights, "_adapted_weight_names", lambda model: set())
+    reference, copy = sampled(HFPolicy(model, tokenizer))
+    assert copy.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert generations == reference

@@ -66,7 +66,7 @@ class GRPOConfig(trl.GRPOConfig):
     logging_steps: float = _help("Log every N steps.", 1)
     bf16: bool | None = _help("bfloat16 autocast.")
     activation_checkpointing: bool | None = _help(
-        "Trade compute for memory in backward passes (the warm start's and the GRPO steps')."
+        "Trade compute for memory in the GRPO steps' backward passes."
     )
     gradient_checkpointing: bool | None = _help("Alias of activation_checkpointing.")
     gradient_accumulation_steps: int = _help("batch_size_per_gpu batches per optimizer step.", 1)
@@ -120,6 +120,11 @@ class GRPOConfig(trl.GRPOConfig):
     warm_start_epochs: int = _help("Warm start: passes over the demonstrations.", 1)
     warm_start_learning_rate: float = _help("Warm start: constant AdamW learning rate.", 1e-3)
     warm_start_batch_size: int = _help("Warm start: demonstrations per optimizer step.", 1)
+    warm_start_activation_checkpointing: bool = _help(
+        "Warm start: keep each layer's input only and recompute the rest in backward (the "
+        "run's memory peak, for more time).",
+        True,
+    )
     warm_start_guard_tasks: int = _help("Warm-start guard: tasks scored before and after.", 8)
     warm_start_guard_retries: int = _help("Warm-start guard: retries at half the rate.", 1)
     score_after_warm_start: bool = _help("Score the domain again after its warm start.", True)
@@ -389,6 +394,7 @@ RULES: dict[str, Rule] = {
     "warm_start_epochs": _AT_LEAST_1,
     "warm_start_learning_rate": Rule(float, low=0, open_low=True),
     "warm_start_batch_size": _AT_LEAST_1,
+    "warm_start_activation_checkpointing": Rule(bool),
     "warm_start_guard_tasks": Rule(int, low=0, note="0: no guard"),
     "warm_start_guard_retries": Rule(int, low=0),
     "score_after_warm_start": Rule(bool),

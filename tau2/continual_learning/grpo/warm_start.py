@@ -435,7 +435,7 @@ class WarmStart:
                 max_grad_norm=cfg.max_grad_norm,
                 weight_decay=cfg.weight_decay,
                 on_epoch=on_epoch,
-                activation_checkpointing=bool(cfg.activation_checkpointing),
+                activation_checkpointing=cfg.warm_start_activation_checkpointing,
             )
         else:
             logger.warning("Warm start %s: no demonstrations, skipped", domain)

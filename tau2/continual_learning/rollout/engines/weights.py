@@ -96,6 +96,11 @@ class MergedModel:
     residue in the trained base weights after every step; the copy shares every tensor the
     adapters do not touch (embeddings, norms), so it costs the adapted layers' size in memory
     while it exists (:meth:`release` drops it).
+
+    Under autocast (bf16 sampling on a CPU) the copy's adapted weights are stored in the
+    autocast dtype: every one of them only feeds a matmul that autocast runs in that dtype, so
+    the results are the same, and the copy takes half the memory. (Autocast would otherwise
+    cast them again at every forward: it caches casts of trainable weights only.)
     """
 
     def __init__(self, model: Any) -> None:
@@ -104,7 +109,7 @@ class MergedModel:
         self.model = model
         self._peft = isinstance(model, PeftModel)
         self._copy: Any = None
-        self._version: int | None = None
+        self._version: tuple[int, torch.dtype | None] | None = None
         self.loads = 0
         """How many times the copy was (re)loaded."""
 
@@ -112,11 +117,21 @@ class MergedModel:
         """The model to run forward passes with: up to date with ``model``'s weights now."""
         if not self._peft:
             return self.model
-        version = weights_version(self.model)
+        device_type = next(self.model.parameters()).device.type
+        dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else None
+        )
+        version = (weights_version(self.model), dtype)
         if self._copy is None:
             self._copy = self._empty_copy()
         if version != self._version:
-            weights = dict(inference_weights(self.model))
+            adapted = _adapted_weight_names(self.model)
+            weights = {
+                name: tensor.to(dtype) if dtype is not None and name in adapted else tensor
+                for name, tensor in inference_weights(self.model)
+            }
             self._copy.load_state_dict(weights, assign=True)
             self._version = version
             self.loads += 1
@@ -147,3 +162,14 @@ class MergedModel:
             module.register_buffer(attribute, buffer, persistent=name in saved)
         clone.eval().requires_grad_(False)
         return clone
+
+
+def _adapted_weight_names(model: Any) -> set[str]:
+    """The plain transformers names of a PEFT model's LoRA-adapted linear weights."""
+    from peft.tuners.lora import LoraLayer
+
+    return {
+        f"{name}.weight"
+        for name, module in model.get_base_model().named_modules()
+        if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), torch.nn.Linear)
+    }
