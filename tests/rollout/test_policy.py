@@ -232,7 +232,7 @@ def test_under_autocast_the_merged_copy_holds_adapted_weights_in_bf16_for_the_sa
     policy.generate([prompt], sampling, seed=1)  # float32 sampling: the copy is reloaded so
     assert policy.merged.loads == 2
     assert policy.merged.current().model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
-    monkeypatch.setattr(weights, "_adapted_weight_names", lambda model: set())
+    monkeypatch.setattr(weights, "autocast_dtype", lambda device_type: None)
     reference, copy = sampled(HFPolicy(model, tokenizer))
     assert copy.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
     assert generations == reference

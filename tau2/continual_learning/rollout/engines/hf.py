@@ -25,7 +25,11 @@ from tau2.continual_learning.rollout.engines.batched_prefill import (
 )
 from tau2.continual_learning.rollout.engines.prefix_cache import CachedSequence, PrefixCache
 from tau2.continual_learning.rollout.engines.prompt_lookup import PromptLookup, accept
-from tau2.continual_learning.rollout.engines.weights import MergedModel, weights_version
+from tau2.continual_learning.rollout.engines.weights import (
+    MergedModel,
+    autocast_dtype,
+    weights_version,
+)
 from tau2.continual_learning.rollout.prompt import pad_token_id
 from tau2.continual_learning.sampling_defaults import LOOKUP_TOKENS
 
@@ -193,14 +197,7 @@ class HFPolicy:
     def _fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever cached keys/values stop being valid: any in-place parameter update
         (optimizer step, ``load_state_dict``) bumps a version counter; autocast changes dtypes."""
-        import torch
-
-        device_type = self.model.device.type
-        return (
-            weights_version(self.model),
-            torch.is_autocast_enabled(device_type),
-            torch.get_autocast_dtype(device_type),
-        )
+        return weights_version(self.model), autocast_dtype(self.model.device.type)
 
     # -- stateless path ---------------------------------------------------------------------
     def _generate_batch(

@@ -49,18 +49,13 @@ def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
     consume the pairs together, in order (each rank's engine syncs at the same points).
     """
     from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
 
     if not isinstance(model, PeftModel):
         with torch.no_grad():
             yield from ((name, whole(t)) for name, t in model.state_dict().items())
         return
     base = model.get_base_model()
-    adapted = {
-        f"{name}.weight": module
-        for name, module in base.named_modules()
-        if isinstance(module, LoraLayer) and not module.merged
-    }
+    adapted = {name: module for name, module in _lora_layers(model).items() if not module.merged}
     with torch.no_grad():
         for key, tensor in base.state_dict().items():
             if ".lora_" in key or "modules_to_save." in key:
@@ -117,17 +112,16 @@ class MergedModel:
         """The model to run forward passes with: up to date with ``model``'s weights now."""
         if not self._peft:
             return self.model
-        device_type = next(self.model.parameters()).device.type
-        dtype = (
-            torch.get_autocast_dtype(device_type)
-            if torch.is_autocast_enabled(device_type)
-            else None
-        )
+        dtype = autocast_dtype(next(self.model.parameters()).device.type)
         version = (weights_version(self.model), dtype)
         if self._copy is None:
             self._copy = self._empty_copy()
         if version != self._version:
-            adapted = _adapted_weight_names(self.model)
+            adapted = {
+                name
+                for name, module in _lora_layers(self.model).items()
+                if isinstance(module.get_base_layer(), torch.nn.Linear)
+            }
             weights = {
                 name: tensor.to(dtype) if dtype is not None and name in adapted else tensor
                 for name, tensor in inference_weights(self.model)
@@ -164,12 +158,19 @@ class MergedModel:
         return clone
 
 
-def _adapted_weight_names(model: Any) -> set[str]:
-    """The plain transformers names of a PEFT model's LoRA-adapted linear weights."""
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` now, ``None`` when it is off."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _lora_layers(model: Any) -> dict[str, Any]:
+    """A PEFT model's LoRA layers by the plain transformers name of their weight."""
     from peft.tuners.lora import LoraLayer
 
     return {
-        f"{name}.weight"
+        f"{name}.weight": module
         for name, module in model.get_base_model().named_modules()
-        if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), torch.nn.Linear)
+        if isinstance(module, LoraLayer)
     }
