@@ -205,9 +205,10 @@ def test_a_lora_model_samples_with_merged_weights_that_follow_every_step(tokeniz
 def test_under_autocast_the_merged_copy_holds_adapted_weights_in_bf16_for_the_same_samples(
     tokenizer, monkeypatch
 ):
-    """bf16 sampling of a LoRA model: the merged copy keeps its adapted linear weights in
-    bfloat16 (half the memory), shares the rest, and samples exactly what a float32 copy
-    under the same autocast does (autocast runs those matmuls in bfloat16 either way)."""
+    """bf16 sampling of a LoRA model: the merged copy keeps its linear weights (adapted, and
+    the frozen LM head tied to the embeddings) in bfloat16, shares the rest, and samples
+    exactly what a float32 copy under the same autocast does (autocast runs those matmuls in
+    bfloat16 either way)."""
     from tau2.continual_learning.model_loading import wrap_lora
     from tau2.continual_learning.rollout.engines import weights
     from tau2.continual_learning.tiny_model import build_tiny_model
@@ -228,10 +229,13 @@ def test_under_autocast_the_merged_copy_holds_adapted_weights_in_bf16_for_the_sa
     policy = HFPolicy(model, tokenizer)
     generations, copy = sampled(policy)
     assert copy.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert copy.lm_head.weight.dtype == torch.bfloat16  # frozen and tied, cast all the same
     assert copy.model.embed_tokens.weight.dtype == torch.float32
     policy.generate([prompt], sampling, seed=1)  # float32 sampling: the copy is reloaded so
     assert policy.merged.loads == 2
-    assert policy.merged.current().model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    plain = policy.merged.current()
+    assert plain.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert plain.lm_head.weight.data_ptr() == plain.model.embed_tokens.weight.data_ptr()
     monkeypatch.setattr(weights, "autocast_dtype", lambda device_type: None)
     reference, copy = sampled(HFPolicy(model, tokenizer))
     assert copy.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32

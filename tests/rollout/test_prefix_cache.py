@@ -157,6 +157,35 @@ def test_autocast_changes_invalidate_the_cache(tokenizer, tiny_model):
     assert policy.cache.stats.invalidations == 1
 
 
+def test_under_autocast_keys_and_values_are_held_in_bf16_for_the_same_samples(
+    tokenizer, sharp_model, monkeypatch
+):
+    """Under bf16 autocast the decode buffers and the stored sequences hold keys/values in
+    bfloat16 (half the memory; attention casts them to it at every read otherwise) and sample
+    exactly what float32 storage does: every matmul that reads them runs in bfloat16 anyway."""
+    from tau2.continual_learning.rollout.engines import kv_buffer
+
+    def episodes():
+        policy = HFPolicy(sharp_model, tokenizer)  # drafts on: their passes read the buffers
+        prompts = _prompts(tokenizer) * 2
+        sampling = SamplingParams(max_new_tokens=8, temperature=0.8)
+        turns = []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for turn in range(2):
+                turns.append(policy.generate(prompts, sampling, seed=turn))
+                prompts, _ = _next_turn(tokenizer, prompts, turns[-1])
+        stored = {e.keys[0].dtype for e in policy.cache.entries}
+        stored |= {e.values[0].dtype for e in policy.cache.entries}
+        return turns, stored
+
+    turns, stored = episodes()
+    assert stored == {torch.bfloat16}
+    monkeypatch.setattr(kv_buffer, "autocast_dtype", lambda device_type: None)
+    reference, stored = episodes()
+    assert stored == {torch.float32}
+    assert turns == reference
+
+
 def test_models_with_sliding_window_caches_fall_back_to_stateless_generation(tokenizer):
     from transformers import MistralConfig, MistralForCausalLM
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from tau2.continual_learning.rollout.engines.weights import autocast_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -151,21 +153,21 @@ class Workspace:
     def __init__(self) -> None:
         self.block: torch.Tensor | None = None
 
-    def take(self, numel: int, like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised 1-D tensor of ``numel`` elements with ``like``'s dtype and device
-        (it may hold anything, NaN included)."""
+    def take(
+        self, numel: int, like: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """An uninitialised 1-D tensor of ``numel`` elements on ``like``'s device, of ``dtype``
+        (default ``like``'s; it may hold anything, NaN included)."""
+        dtype = dtype or like.dtype
         block = self.block
-        if block is None or block.numel() < numel or not _same_kind(block, like):
+        fits = block is not None and block.numel() >= numel
+        if not fits or (block.dtype, block.device) != (dtype, like.device):
             self.block = None  # free the old block first
-            self.block = block = like.new_empty((2 * numel,))
+            self.block = block = like.new_empty((2 * numel,), dtype=dtype)
         return block[:numel]
 
     def clear(self) -> None:
         self.block = None
-
-
-def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.device == b.device
 
 
 class BatchBuffers:
@@ -198,10 +200,15 @@ class BatchBuffers:
         return [] if self.block is None else list(self.block[:, 1])
 
     def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``index``'s buffers, shaped with ``like``'s heads, head size and dtype."""
+        """Layer ``index``'s buffers, shaped with ``like``'s heads and head size, in the dtype
+        attention reads them in: autocast's where it is on (transformers' rotary embedding
+        hands over float32 keys under bf16 autocast, and attention's matmuls would cast the
+        whole cache to bf16 again at every layer of every step: a fifth of a CPU decode step,
+        and twice the memory), else ``like``'s."""
         if self.block is None:
             shape = (self.num_layers, 2, self.rows, like.shape[1], self.capacity, like.shape[3])
-            self.block = self.workspace.take(math.prod(shape), like).view(shape)
+            dtype = autocast_dtype(like.device.type) if like.is_floating_point() else None
+            self.block = self.workspace.take(math.prod(shape), like, dtype).view(shape)
         return self.block[index, 0], self.block[index, 1]
 
     def pack_cache(
