@@ -1,8 +1,8 @@
 """GRPO step profile: episodes trained per minute and where a step's seconds go, per configuration.
 
-Workload: the default job's GRPO steps. The default config's first domain is warm-started once
-(default warm-start settings, under its guard), so groups carry signal; then each
-configuration starts from those weights (a fresh optimizer, the same seeds, so the same first
+Workload: the default job's GRPO steps. The default config's first domain (or ``--domain``)
+is warm-started once (default warm-start settings, under its guard), so groups carry signal;
+then each configuration starts from those weights (a fresh optimizer, the same seeds, so the same first
 rollouts) and runs ``--steps`` GRPO steps of the default config, one after the other in this
 process. One untimed step runs first, so one-time costs of the process fall on no configuration.
 
@@ -46,6 +46,7 @@ A last line ``{"speedup": ...}``: ``all`` over ``baseline`` in episodes per minu
 
     python benchmarks/grpo_step.py                        # embedded model, default config
     python benchmarks/grpo_step.py --steps 2 --configs baseline all
+    python benchmarks/grpo_step.py --domain retail        # another domain's steps
     python benchmarks/grpo_step.py --quick                # tiny model, a smoke test
 """
 
@@ -341,6 +342,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default {STEPS})")
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=None)
     parser.add_argument("--quick", action="store_true", help="tiny model, a smoke test")
+    parser.add_argument(
+        "--domain",
+        default=None,
+        help="the domain whose warm start and GRPO steps are profiled (default: the config's "
+        "first); pick one whose warm-started groups still carry signal on this machine",
+    )
     add_override_argument(parser, RESERVED, " (per configuration)")
     args = parser.parse_args(argv)
     steps = args.steps if args.steps is not None else (1 if args.quick else STEPS)
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory() as out:
         fields = {**(QUICK if args.quick else {}), **dict(args.overrides)}
-        domain = GRPOConfig(output_dir=out, **fields).domains[0]
+        domain = args.domain or GRPOConfig(output_dir=out, **fields).domains[0]
         try:
             config = GRPOConfig(
                 **{
