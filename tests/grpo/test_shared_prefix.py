@@ -191,7 +191,9 @@ def test_a_grpo_step_with_shared_prefixes_makes_the_unshared_update(
         assert passes == [(1, 1)] * 8
     moved = 0.0
     for name, value in shared.items():
-        torch.testing.assert_close(value, unshared[name], rtol=0, atol=5e-6, msg=name)
+        # 1% of the step's update (lr 1e-3): Adam turns float rounding in near-zero gradients
+        # into differences of a few 1e-6; a wrong prefix would differ by the whole update
+        torch.testing.assert_close(value, unshared[name], rtol=0, atol=1e-5, msg=name)
         moved = max(moved, (value - initial[name]).abs().max().item())
     assert moved > 1e-4  # the step did update the weights (Adam moves them by about lr)
 

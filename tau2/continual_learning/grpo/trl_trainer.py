@@ -25,7 +25,7 @@ import torch
 import trl
 from transformers import TrainerCallback
 
-from tau2.continual_learning.grpo import sampling_correction, shared_prefix
+from tau2.continual_learning.grpo import lm_head_tiles, sampling_correction, shared_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +238,11 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         """TRL's per-token log-probs and entropies, each distinct prompt of the batch encoded
         once (:mod:`~tau2.continual_learning.grpo.shared_prefix`) where ``shared_prefix`` is on;
         TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model.
-        Inside a loss that owes its sampling correction, the correction is added from them."""
-        result = self._logps_and_entropies(*args, **kwargs)
+        Inside a loss that owes its sampling correction, the correction is added from them.
+        On a CPU, TRL's fused LM head works in tiles sized to the tokens
+        (:mod:`~tau2.continual_learning.grpo.lm_head_tiles`)."""
+        with lm_head_tiles.cpu_tiles():
+            result = self._logps_and_entropies(*args, **kwargs)
         if self._ratio_due is not None:
             self._add_sampling_correction(result[0])
         return result
