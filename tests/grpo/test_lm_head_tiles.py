@@ -3,6 +3,8 @@ log-prob passes using them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from trl.trainer import utils as trl_utils
@@ -83,3 +85,19 @@ def test_a_grpo_steps_log_prob_passes_use_cpu_tiles(tmp_path, tokenizer, tiny_ru
         config, model=build_tiny_model(tokenizer, seed=1), tokenizer=tokenizer
     ).train()
     assert widths and set(widths) == {CPU_TILE_COLUMNS}
+
+
+def test_the_benchmark_prints_a_line_per_token_count_and_width(load_benchmark, capsys):
+    bench = load_benchmark("lm_head_tiles")
+    lines = bench.main(["--tokens", "8", "16", "--widths", "32768", "1024", "--repeats", "1"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == lines
+    assert [(x["tokens"], x["columns"]) for x in lines] == [
+        (8, 32768),
+        (8, 1024),
+        (16, 32768),
+        (16, 1024),
+    ]
+    assert all(x["ms"] > 0 for x in lines)
+    with pytest.raises(SystemExit):
+        bench.main(["--widths", "0"])
