@@ -239,7 +239,7 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         once (:mod:`~tau2.continual_learning.grpo.shared_prefix`) where ``shared_prefix`` is on;
         TRL's own pass for multimodal inputs, an MoE auxiliary loss or an unsupported model.
         Inside a loss that owes its sampling correction, the correction is added from them.
-        On a CPU, TRL's fused LM head works in tiles sized to the tokens
+        On a CPU, TRL's fused LM head works in tiles sized for the caches
         (:mod:`~tau2.continual_learning.grpo.lm_head_tiles`)."""
         with lm_head_tiles.cpu_tiles():
             result = self._logps_and_entropies(*args, **kwargs)
