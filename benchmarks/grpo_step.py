@@ -2,9 +2,9 @@
 
 Workload: the default job's GRPO steps. The default config's first domain (or ``--domain``)
 is warm-started once (default warm-start settings, under its guard), so groups carry signal;
-then each configuration starts from those weights (a fresh optimizer, the same seeds, so the same first
-rollouts) and runs ``--steps`` GRPO steps of the default config, one after the other in this
-process. One untimed step runs first, so one-time costs of the process fall on no configuration.
+then each configuration starts from those weights (a fresh optimizer, the same seeds, so the
+same first rollouts) and runs ``--steps`` GRPO steps of the default config, one after the
+other in this process. One untimed step runs first, so one-time costs of the process fall on no configuration.
 
 Configurations (``--configs``): ``baseline`` is the step with every improvement below off; each
 improvement alone; ``default`` (the library's defaults: every improvement but

@@ -2,9 +2,10 @@
 
 The embedded model's head shape (49,152 x 576, float32, frozen like a LoRA run's), hidden
 states of ``--tokens`` positions, under bf16 autocast where the machine supports it (as the
-trainer runs; ``--float32`` turns it off), log-probs and entropies as the GRPO loss asks for them. For every token count
-and tile width (``--widths``; TRL's own is 32,768), one JSON line: ``tokens``, ``columns``,
-``ms`` (median forward + backward over ``--repeats``, after one untimed call), ``bf16``.
+trainer runs; ``--float32`` turns it off), log-probs and entropies as the GRPO loss asks for
+them. For every token count and tile width (``--widths``; TRL's own is 32,768), one JSON line:
+``tokens``, ``columns``, ``ms`` (median forward + backward over ``--repeats``, after one
+untimed call), ``bf16``.
 :mod:`~tau2.continual_learning.grpo.lm_head_tiles` picks the width from these figures.
 
     python benchmarks/lm_head_tiles.py

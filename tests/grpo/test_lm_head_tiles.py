@@ -50,19 +50,24 @@ def test_cpu_tiles_give_trls_log_probs_entropies_and_gradients(tokenizer, widths
         return out.log_probs.detach(), out.entropy.detach(), grads
 
     plain = scored()
-    with cpu_tiles():
+    with cpu_tiles(torch.device("cpu")):
         tiled = scored()
     assert widths == [TRL_WIDTH, CPU_TILE_COLUMNS]  # 48 tiles: the fold across them is exercised
     torch.testing.assert_close(tiled[0], plain[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(tiled[1], plain[1], rtol=0, atol=1e-5)
     for a, b in zip(tiled[2], plain[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert trl_utils._ChunkedLogProbFunction.__name__ == "Recording"  # restored on leaving
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == TRL_WIDTH  # restored on leaving
 
 
-def test_a_trl_without_the_fused_head_keeps_working(monkeypatch, caplog):
-    monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
-    with caplog.at_level("WARNING", logger=lm_head_tiles.__name__), cpu_tiles():
+def test_other_devices_keep_trls_width():
+    with cpu_tiles(torch.device("meta")):
+        assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == TRL_WIDTH
+
+
+def test_a_trl_without_the_tile_width_constant_keeps_working(monkeypatch, caplog):
+    monkeypatch.delattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE")
+    with caplog.at_level("WARNING", logger=lm_head_tiles.__name__), cpu_tiles(torch.device("cpu")):
         pass
     assert "tile width" in caplog.text
 

@@ -14,9 +14,9 @@ the same computation in another summation order.
 The width is fixed rather than sized to each call's tokens (the best width halves as the tokens
 double), so that a sequence's log-probs do not depend on what else shares its pass: the shared
 and unshared passes, and any ``micro_batch_size``, stay the same computation. TRL passes the
-width from a module constant; :func:`cpu_tiles` substitutes :data:`CPU_TILE_COLUMNS` on CPU
-tensors while it is active (the backward reuses the forward's width). A TRL without that name
-gets a warning and its own tiles.
+width from a module constant; :func:`cpu_tiles` sets it to :data:`CPU_TILE_COLUMNS` while it is
+active for a model on a CPU (the backward reuses the forward's width). A TRL without that
+constant gets a warning and its own tiles.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -34,34 +37,19 @@ the 200-600 tokens of a pass of one sequence)."""
 
 
 @contextlib.contextmanager
-def cpu_tiles() -> Iterator[None]:
-    """Inside the block, TRL's fused LM head works on CPU tensors in tiles of
-    :data:`CPU_TILE_COLUMNS` columns (TRL's, where narrower); on other devices in TRL's."""
+def cpu_tiles(device: torch.device) -> Iterator[None]:
+    """Inside the block, TRL's fused LM head works in tiles of :data:`CPU_TILE_COLUMNS` columns
+    (TRL's, where narrower) when ``device`` is a CPU; elsewhere in TRL's."""
     from trl.trainer import utils
 
-    function = getattr(utils, "_ChunkedLogProbFunction", None)
-    if function is None:
-        logger.warning("this TRL's fused LM head is not where expected: its own tile width stays")
+    width = getattr(utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", None)
+    if device.type != "cpu" or width is None:
+        if width is None:
+            logger.warning("this TRL's fused LM head has no tile width to set: its own stays")
         yield
         return
-
-    class CpuTiles:
-        @staticmethod
-        def apply(
-            hidden: Any,
-            weight: Any,
-            bias: Any,
-            targets: Any,
-            temperature: float,
-            chunk_size: int,
-            *rest: Any,
-        ) -> Any:
-            if hidden.device.type == "cpu":
-                chunk_size = min(chunk_size, CPU_TILE_COLUMNS)
-            return function.apply(hidden, weight, bias, targets, temperature, chunk_size, *rest)
-
-    utils._ChunkedLogProbFunction = CpuTiles
+    utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(width, CPU_TILE_COLUMNS)
     try:
         yield
     finally:
-        utils._ChunkedLogProbFunction = function
+        utils._CHUNKED_LOGPROB_CHUNK_SIZE = width

@@ -241,7 +241,7 @@ class DomainGRPOTrainer(trl.GRPOTrainer):
         Inside a loss that owes its sampling correction, the correction is added from them.
         On a CPU, TRL's fused LM head works in tiles sized for the caches
         (:mod:`~tau2.continual_learning.grpo.lm_head_tiles`)."""
-        with lm_head_tiles.cpu_tiles():
+        with lm_head_tiles.cpu_tiles(self.accelerator.device):
             result = self._logps_and_entropies(*args, **kwargs)
         if self._ratio_due is not None:
             self._add_sampling_correction(result[0])
